@@ -1,0 +1,139 @@
+"""Datalists in the MSD ``dataset.json`` form, seeded splits by volume, and the labelled fraction.
+
+A datalist is a list of dicts with at least ``"image"`` (a path) and, when labelled, ``"label"``. Items may carry
+a ``"group"`` (e.g. a patient id); items of one group always land in the same split. Without a group, each
+image is its own group (one volume = one group).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as JSON to ``path`` through a temporary file and ``os.replace``: never a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """Read a JSON file with errors that name it (missing file, invalid JSON)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: datalist file not found.")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); expected an MSD-style dataset.json.") from e
+
+
+def resolve_items(items: Sequence[Mapping], base_dir: str | os.PathLike, keys: Sequence[str] = ("image", "label")):
+    """Copy ``items`` with the paths under ``keys`` made absolute relative to ``base_dir`` (MSD "./" form too)."""
+    base = Path(base_dir)
+    resolved = []
+    for item in items:
+        if isinstance(item, str):
+            item = {"image": item}
+        new = dict(item)
+        for key in keys:
+            if key in new and isinstance(new[key], str):
+                p = Path(os.path.expanduser(new[key]))
+                new[key] = str(p if p.is_absolute() else (base / p).resolve())
+        resolved.append(new)
+    return resolved
+
+
+def load_datalist(path: str | os.PathLike, key: str, base_dir: str | os.PathLike | None = None) -> list[dict]:
+    """Items under ``key`` of an MSD-style ``dataset.json``, paths made absolute (``[]`` if the key is absent)."""
+    path = Path(path)
+    content = read_json(path)
+    items = content.get(key, [])
+    if not isinstance(items, list):
+        raise ValueError(f"{path}: '{key}' must be a list of {{'image': ..., 'label': ...}} items.")
+    return resolve_items(items, base_dir if base_dir is not None else path.parent)
+
+
+def check_files_exist(items: Sequence[Mapping], keys: Sequence[str], source: str) -> None:
+    """Raise ``FileNotFoundError`` naming the first missing file and the datalist (``source``) that lists it."""
+    for item in items:
+        for key in keys:
+            if key in item and not Path(item[key]).exists():
+                raise FileNotFoundError(f"{item[key]}: listed as '{key}' in {source} but not found.")
+
+
+def group_of(item: Mapping) -> str:
+    """The split unit of an item: its ``"group"`` if given, else its image path."""
+    return str(item.get("group", item["image"]))
+
+
+def split_by_group(items: Sequence[Mapping], fractions: Mapping[str, float], seed: int = 0) -> dict[str, list[dict]]:
+    """Seeded split of ``items`` into named parts by group: no group (volume, patient) lands in two parts.
+
+    Args:
+        items: datalist items.
+        fractions: part name -> fraction of the groups, e.g. ``{"validation": 0.15, "test": 0.2}``; the groups
+            left over form the part ``"training"``. Each named part gets ``round(fraction * n)`` groups, at least
+            one when its fraction is positive and at least two groups exist.
+        seed: seed of the shuffle of the sorted group names.
+    """
+    groups = sorted({group_of(i) for i in items})
+    rng = np.random.default_rng(seed)
+    order = [groups[i] for i in rng.permutation(len(groups))]
+    assignment: dict[str, str] = {}
+    start = 0
+    for name, fraction in fractions.items():
+        count = int(round(fraction * len(groups)))
+        if fraction > 0 and len(groups) > 1:
+            count = max(count, 1)
+        count = min(count, len(groups) - start - 1)
+        for g in order[start : start + max(count, 0)]:
+            assignment[g] = name
+        start += max(count, 0)
+    parts: dict[str, list[dict]] = {name: [] for name in ["training", *fractions]}
+    for item in items:
+        parts[assignment.get(group_of(item), "training")].append(dict(item))
+    return parts
+
+
+def select_labelled(items: Sequence[Mapping], fraction: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Split training items into labelled and unlabelled parts at group (volume) level.
+
+    ``ceil(fraction * n_groups)`` groups keep their labels; the others lose the ``"label"`` key. A fraction of 0
+    gives no labelled item; methods that need labels check that themselves.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"labelled_fraction must be in [0, 1], got {fraction}.")
+    groups = sorted({group_of(i) for i in items})
+    rng = np.random.default_rng(seed)
+    chosen = {groups[i] for i in rng.permutation(len(groups))[: math.ceil(fraction * len(groups))]}
+    labelled = [dict(i) for i in items if group_of(i) in chosen]
+    unlabelled = [{k: v for k, v in i.items() if k != "label"} for i in items if group_of(i) not in chosen]
+    return labelled, unlabelled
+
+
+def list_images(folder: str | os.PathLike) -> list[dict]:
+    """Datalist items for every image file (by suffix) directly in ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: image folder not found.")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+    return [{"image": str(p.resolve())} for p in files]

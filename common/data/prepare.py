@@ -1,0 +1,184 @@
+"""One call that turns a dataset folder (or the embedded demo data) into prepared 2D datalists for a bundle.
+
+Used by every bundle's configs as ``$common.data.prepare_datalists(...)``:
+
+1. no ``dataset_dir``: the demo task is generated (once) under ``work_dir/demo_data``;
+2. the MSD-style ``dataset.json`` is read; its ``"training"`` items must be labelled;
+   ``"validation"``/``"test"`` lists are used when given, otherwise the labelled items are split by volume;
+3. the training split keeps labels on ``labelled_fraction`` of its volumes; the rest, plus any ``"unlabeled"``
+   list and the images of ``unlabeled_dir``, form the unlabelled split;
+4. every split goes through the slice pipeline once; the result is cached under ``work_dir/prepared/<hash>``
+   (written to a temporary folder and renamed when complete, so a failure leaves nothing behind).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from common.transforms.intensity import NormaliseOverForeground
+
+from .datalist import (
+    check_files_exist,
+    list_images,
+    load_datalist,
+    read_json,
+    select_labelled,
+    split_by_group,
+    write_json_atomic,
+)
+from .demo import ensure_demo_dataset
+from .slices import SliceSettings, write_samples
+
+SPLITS = ("training", "validation", "test", "unlabeled")
+
+
+def prepare_datalists(
+    dataset_dir: str | None,
+    work_dir: str,
+    demo_task: str = "cells",
+    datalist_file: str | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    labelled_fraction: float = 1.0,
+    seed: int = 0,
+    num_channels: int | None = None,
+    num_classes: int | None = None,
+    unlabeled_dir: str | None = None,
+    slicing: Mapping[str, Any] | None = None,
+    intensity: Mapping[str, Any] | None = None,
+    demo_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, list[dict]]:
+    """Prepared 2D datalists ``{"training", "validation", "test", "unlabeled", "test_volumes"}``.
+
+    Args:
+        dataset_dir: folder holding ``dataset.json`` (MSD layout); empty or ``None`` for the demo data.
+        work_dir: where demo data and prepared slices are cached (the bundle's output folder).
+        demo_task: name in ``common.data.demo.DEMO_TASKS`` used when ``dataset_dir`` is empty.
+        datalist_file: a datalist JSON to use instead of ``dataset_dir/dataset.json``.
+        val_fraction, test_fraction: shares of volumes for validation and test when the datalist has none.
+        labelled_fraction: share of training volumes that keep their labels.
+        seed: seed of the splits.
+        num_channels, num_classes: expected image channels and classes (checked on every file).
+        unlabeled_dir: a folder of extra unlabelled images.
+        slicing: keyword arguments of :class:`common.data.slices.SliceSettings`.
+        intensity: keyword arguments of :class:`common.transforms.NormaliseOverForeground`.
+        demo_kwargs: keyword arguments of the demo generator (sizes, counts).
+
+    Returns:
+        lists of prepared 2D sample dicts per split, and ``"test_volumes"``: the original test items (2D or 3D)
+        for whole-volume inference.
+    """
+    if dataset_dir:
+        dataset_dir = str(Path(dataset_dir).expanduser().resolve())
+        if not Path(dataset_dir).is_dir():
+            raise FileNotFoundError(f"dataset_dir {dataset_dir}: folder not found.")
+    else:
+        dataset_dir = str(ensure_demo_dataset(demo_task, Path(work_dir) / "demo_data", **(demo_kwargs or {})).parent)
+    datalist_path = Path(datalist_file) if datalist_file else Path(dataset_dir) / "dataset.json"
+    if not datalist_path.is_file():
+        raise FileNotFoundError(
+            f"{datalist_path}: no datalist found; expected an MSD-style dataset.json with a 'training' list of "
+            "{'image': ..., 'label': ...} items (or set datalist_file)."
+        )
+    content = read_json(datalist_path)
+    label_scale = float(content.get("label_scale", 1.0))
+    splits = _split(datalist_path, val_fraction, test_fraction, labelled_fraction, seed)
+    if unlabeled_dir:
+        splits["unlabeled"] += list_images(unlabeled_dir)
+    for name, items in splits.items():
+        check_files_exist(items, ("image", "label"), f"the '{name}' split of {datalist_path}")
+
+    settings = SliceSettings(**(slicing or {}))
+    normalise = NormaliseOverForeground(**(intensity or {}))
+    fingerprint = _fingerprint(splits, slicing, intensity, num_channels, num_classes, label_scale)
+    prepared = Path(work_dir) / "prepared" / fingerprint
+    datalist_out = prepared / "datalist.json"
+    if not datalist_out.is_file():
+        tmp = prepared.parent / f".{fingerprint}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            result: dict[str, Any] = {
+                name: write_samples(
+                    splits[name], tmp / name, settings, normalise, num_channels, num_classes, label_scale
+                )
+                for name in SPLITS
+            }
+            result["test_volumes"] = splits["test"]
+            result = _relocate(result, tmp, prepared)
+            write_json_atomic(tmp / "datalist.json", result)
+            _publish(tmp, prepared)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    result = read_json(datalist_out)
+    if labelled_fraction > 0 and not result["training"]:
+        raise ValueError(
+            f"{datalist_path}: no labelled training slice is left after splitting and slice filtering "
+            f"({settings}); lower the filters or add data."
+        )
+    return result
+
+
+def _split(
+    datalist_path: Path, val_fraction: float, test_fraction: float, labelled_fraction: float, seed: int
+) -> dict[str, list[dict]]:
+    labelled = load_datalist(datalist_path, "training")
+    if not labelled:
+        raise ValueError(f"{datalist_path}: the 'training' list is empty; expected labelled items.")
+    unlabelled_items = [i for i in labelled if "label" not in i]
+    if unlabelled_items:
+        raise ValueError(
+            f"{datalist_path}: 'training' item {unlabelled_items[0]['image']} has no 'label'; put unlabelled "
+            "images under 'unlabeled' or in unlabeled_dir."
+        )
+    given = {key: load_datalist(datalist_path, key) for key in ("validation", "test")}
+    given = {key: [i for i in items if "label" in i] for key, items in given.items()}
+    fractions = {key: frac for key, frac in (("validation", val_fraction), ("test", test_fraction)) if not given[key]}
+    parts = split_by_group(labelled, fractions, seed)
+    parts.update({key: items for key, items in given.items() if items})
+    train_labelled, train_unlabelled = select_labelled(parts["training"], labelled_fraction, seed)
+    return {
+        "training": train_labelled,
+        "validation": parts["validation"],
+        "test": parts["test"],
+        "unlabeled": train_unlabelled + load_datalist(datalist_path, "unlabeled"),
+    }
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Move the finished folder ``tmp`` to ``final``; if another process (a DDP rank) got there first, keep its."""
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if not (final / "datalist.json").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fingerprint(splits: Mapping[str, Sequence[Mapping]], *settings: Any) -> str:
+    """Hash of the settings and of every input file (path, size, modification time)."""
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for name in SPLITS:
+        for item in splits[name]:
+            for key in ("image", "label"):
+                if key in item:
+                    st = os.stat(item[key])
+                    h.update(f"{name}|{key}|{item[key]}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _relocate(obj: Any, old: Path, new: Path) -> Any:
+    """Rewrite paths under the temporary folder ``old`` to their final place under ``new``."""
+    if isinstance(obj, dict):
+        return {k: _relocate(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_relocate(v, old, new) for v in obj]
+    if isinstance(obj, str) and obj.startswith(str(old)):
+        return str(new) + obj[len(str(old)) :]
+    return obj
