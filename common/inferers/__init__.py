@@ -1,0 +1,5 @@
+"""Inferers shared by the bundles."""
+
+from .slice_or_image import SliceOrImageInferer
+
+__all__ = ["SliceOrImageInferer"]
