@@ -68,7 +68,8 @@ def prepare_datalists(
         unlabeled_dir: a folder of extra unlabelled images.
         slicing: keyword arguments of :class:`common.data.slices.SliceSettings`.
         intensity: keyword arguments of :class:`common.transforms.NormaliseOverForeground`.
-        demo_kwargs: keyword arguments of the demo generator (sizes, counts).
+        demo_kwargs: keyword arguments of the demo generator (sizes, counts); data generated with non-default
+            ones are cached under ``work_dir/demo_data/custom-<hash>``.
 
     Returns:
         lists of prepared 2D sample dicts per split, and ``"test_volumes"``: the original test items (2D or 3D)
@@ -79,7 +80,11 @@ def prepare_datalists(
         if not Path(dataset_dir).is_dir():
             raise FileNotFoundError(f"dataset_dir {dataset_dir}: folder not found.")
     else:
-        dataset_dir = str(ensure_demo_dataset(demo_task, Path(work_dir) / "demo_data", **(demo_kwargs or {})).parent)
+        demo_root = Path(work_dir) / "demo_data"
+        if demo_kwargs:  # non-default sizes get their own cache folder
+            tag = hashlib.sha256(json.dumps(dict(demo_kwargs), sort_keys=True).encode()).hexdigest()[:8]
+            demo_root = demo_root / f"custom-{tag}"
+        dataset_dir = str(ensure_demo_dataset(demo_task, demo_root, **demo_kwargs or {}).parent)
     datalist_path = Path(datalist_file) if datalist_file else Path(dataset_dir) / "dataset.json"
     if not datalist_path.is_file():
         raise FileNotFoundError(
