@@ -1,0 +1,35 @@
+"""Running a bundle's workflows in-process with outputs redirected to a temporary folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from monai.bundle import ConfigWorkflow
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLES = REPO / "bundles"
+
+
+def config_path(bundle: str, name: str) -> str:
+    return str(BUNDLES / bundle / "configs" / name)
+
+
+def make_workflow(bundle: str, configs: list[str], workflow_type: str = "train", **overrides: Any) -> ConfigWorkflow:
+    """A ``ConfigWorkflow`` over ``configs`` (names in the bundle's configs folder), not yet initialised."""
+    files = [config_path(bundle, c) for c in configs]
+    return ConfigWorkflow(
+        config_file=files,
+        meta_file=config_path(bundle, "metadata.json"),
+        logging_file=config_path(bundle, "logging.conf"),
+        workflow_type=workflow_type,
+        **overrides,
+    )
+
+
+def run_workflow(bundle: str, configs: list[str], workflow_type: str = "train", **overrides: Any) -> ConfigWorkflow:
+    workflow = make_workflow(bundle, configs, workflow_type, **overrides)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return workflow
