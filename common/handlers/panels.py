@@ -27,6 +27,9 @@ def _middle_slice(t: torch.Tensor, axis: int) -> torch.Tensor:
 class PanelSaver:
     """Collect up to ``num_samples`` items from ``engine.state.output`` and write ``<output_dir>/<filename>``.
 
+    Items whose label holds foreground are drawn first (the first ones seen), then others, so that a test set
+    that starts with empty slices still gives an informative picture.
+
     Args:
         output_dir: folder of the PNG.
         filename: PNG file name.
@@ -56,11 +59,16 @@ class PanelSaver:
         self.slice_axis = slice_axis
         self.columns = tuple(columns)
         self.rows: list[dict] = []
+        self.empty_rows: list[dict] = []
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self.rows.clear())
+        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.write)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        self.rows.clear()
+        self.empty_rows.clear()
 
     def collect(self, engine: Engine) -> None:
         for item in engine.state.output:
@@ -72,8 +80,14 @@ class PanelSaver:
                     continue
                 value = _middle_slice(torch.as_tensor(item[key]).detach().cpu(), self.slice_axis)
                 row[title] = value.numpy() if key == self.keys[0] else _as_class_map(value).numpy()
-            self.rows.append(row)
+            label_title = self.columns[1]
+            if label_title in row and not row[label_title].any():
+                if len(self.empty_rows) < self.num_samples:
+                    self.empty_rows.append(row)
+            else:
+                self.rows.append(row)
 
     def write(self, engine: Engine) -> None:
-        if self.rows:
-            save_panel(self.rows, self.path, label_keys=self.columns[1:], num_classes=self.num_classes)
+        rows = (self.rows + self.empty_rows)[: self.num_samples]
+        if rows:
+            save_panel(rows, self.path, label_keys=self.columns[1:], num_classes=self.num_classes)
