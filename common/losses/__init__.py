@@ -1,1 +1,1 @@
-"""losses"""
+"""Losses of the methods that MONAI does not provide (active-contour, translation, adversarial terms)."""

@@ -1,1 +1,1 @@
-"""networks"""
+"""Networks of the methods (MONAI provides UNet, AttentionUnet, discriminators and SPADE blocks; these are the rest)."""
