@@ -1,0 +1,103 @@
+"""Unit tests of the Chen & Frey (MIDL 2020) pieces: RCNN, ACWE / label losses, classical Chan-Vese."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from common.classical.chan_vese import chan_vese_segment
+from common.losses.acwe import ActiveContourCombinedLoss, ActiveContourLabelLoss, ACWELoss
+from common.networks.rcnn import RecurrentConvNet
+
+
+def _two_region_image(size: int = 16, low: float = 0.2, high: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (1, 1, size, size) image: a bright square on a dark background, and its (1, 1, size, size) mask."""
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1
+    return low + (high - low) * mask, mask
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_rcnn_shapes_sharing_and_torchscript(shared: bool):
+    net = RecurrentConvNet(shared=shared).eval()
+    x = torch.rand(2, 1, 24, 40)
+    assert net(x).shape == (2, 1, 24, 40)
+    rec = net.blocks[0].conv_rec
+    assert (rec[0] is rec[2]) == shared
+    scripted = torch.jit.script(net).eval()
+    torch.testing.assert_close(scripted(x), net(x))
+
+
+def test_rcnn_freeze_blocks():
+    net = RecurrentConvNet()
+    trainable = net.freeze_blocks(1)
+    assert all(not p.requires_grad for p in net.blocks[0].parameters())
+    frozen = len(list(net.blocks[0].parameters()))
+    assert len(trainable) == len(list(net.parameters())) - frozen and all(p.requires_grad for p in trainable)
+
+
+def test_losses_shapes_and_gradients():
+    image, mask = _two_region_image()
+    image, mask = image.repeat(3, 1, 1, 1), mask.repeat(3, 1, 1, 1)
+    pred = torch.rand(3, 1, 16, 16, requires_grad=True)
+    for loss, args in (
+        (ACWELoss(), (image,)),
+        (ActiveContourLabelLoss(), (mask,)),
+        (ActiveContourCombinedLoss(), (image, mask)),
+    ):
+        value = loss(pred, *args)
+        assert value.ndim == 0
+        pred.grad = None
+        value.backward()
+        assert pred.grad is not None and pred.grad.abs().sum() > 0
+    assert ACWELoss(reduction="none")(pred, image).shape == (3,)
+    torch.testing.assert_close(ACWELoss(reduction="sum")(pred, image), 3 * ACWELoss(reduction="mean")(pred, image))
+
+
+def test_losses_prefer_the_true_partition():
+    image, mask = _two_region_image()
+    inverted_sign = -mask  # output <= 0 everywhere: everything background
+    half = torch.zeros_like(mask)
+    half[..., :8] = 1  # a wrong partition
+    for wrong in (half, 1 - mask, inverted_sign):
+        assert ACWELoss(nu=0.004)(mask, image) < ACWELoss(nu=0.004)(wrong, image)
+        assert ActiveContourLabelLoss()(mask, mask) < ActiveContourLabelLoss()(wrong, mask)
+    # the area term: nu penalises the foreground area, so the inverted partition costs more by nu * (area difference)
+    difference = ACWELoss(nu=0.5)(1 - mask, image) - ACWELoss(nu=0.5)(mask, image)
+    torch.testing.assert_close(difference, 0.5 * ((1 - mask).sum() - mask.sum()))
+
+
+def test_batch_versus_per_image_statistics():
+    dark, mask = _two_region_image(low=0.0, high=0.4)
+    bright, _ = _two_region_image(low=0.5, high=1.0)
+    image, pred = torch.cat([dark, bright]), torch.cat([mask, mask])
+    per_image, per_batch = ACWELoss(nu=0.0), ACWELoss(nu=0.0, batch_statistics=True)
+    torch.testing.assert_close(per_image(pred, image), torch.tensor(0.0))  # each image is exactly two constants
+    assert per_batch(pred, image) > 0.1  # one c1, c2 for both images cannot fit both
+    c1, c2 = per_batch.region_means(pred, image)
+    assert c1.shape == (1, 1, 1, 1) and torch.isclose(c1.squeeze(), torch.tensor(0.7))
+    # one image: both are the same
+    torch.testing.assert_close(per_image(pred[:1], image[:1]), per_batch(pred[:1], image[:1]))
+
+
+def test_combined_loss_weights_and_missing_label():
+    image, mask = _two_region_image()
+    pred = torch.rand_like(mask)
+    combined = ActiveContourCombinedLoss(acwe_weight=1.0, label_weight=0.4, nu=0.004)
+    expected = ACWELoss(nu=0.004)(pred, image) + 0.4 * ActiveContourLabelLoss()(pred, mask)
+    torch.testing.assert_close(combined(pred, image, mask), expected)
+    torch.testing.assert_close(ActiveContourCombinedLoss(label_weight=0.0)(pred, image), ACWELoss()(pred, image))
+    with pytest.raises(ValueError, match="no label"):
+        combined(pred, image, None)
+    with pytest.raises(ValueError, match="pred must be"):
+        ACWELoss()(pred[0], image[0])
+
+
+def test_chan_vese_finds_the_bright_square():
+    image, mask = _two_region_image(size=32)
+    noisy = image[0, 0].numpy() + np.random.default_rng(0).normal(0, 0.05, (32, 32))
+    seg = chan_vese_segment(noisy)
+    assert seg.dtype == np.uint8 and seg.shape == (32, 32)
+    dice = 2 * (seg * mask[0, 0].numpy()).sum() / (seg.sum() + mask.sum().item())
+    assert dice > 0.95

@@ -1,0 +1,125 @@
+"""Smoke runs of the acwe_unsup_seg bundle on tiny demo data: the four modes, evaluation, inference, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from bundle_utils import REPO, config_path, make_workflow, run_workflow
+from monai.bundle import ckpt_export
+from PIL import Image
+
+BUNDLE = "acwe_unsup_seg"
+TINY_DEMO = {"num_cases": 4, "image_size": 32, "depth": 8}
+SCHEMA = REPO.parent / "shared" / "data" / "meta_schema_20240725.json"
+
+
+def _overrides(tmp: Path, mode: str = "mode1") -> dict:
+    return {
+        "output_dir": str(tmp / "outputs"),
+        "ckpt_dir": str(tmp / "models" / mode),
+        "demo_kwargs": TINY_DEMO,
+        "max_epochs": 1,
+        "val_interval": 1,
+        "batch_size": 8,
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """Mode 1, then modes 2 (fine-tuned from mode 1) and 4, one epoch each."""
+    tmp = tmp_path_factory.mktemp("acwe")
+    mode1 = run_workflow(BUNDLE, ["train.json"], **_overrides(tmp))
+    assert all("label" not in item for item in mode1.parser.get_parsed_content("train_data"))
+    pretrained = str(tmp / "models" / "mode1" / "model.pt")
+    run_workflow(BUNDLE, ["train.json", "mode2_finetune.json"], pretrained_ckpt=pretrained, **_overrides(tmp, "mode2"))
+    run_workflow(BUNDLE, ["train.json", "mode4_joint.json"], **_overrides(tmp, "mode4"))
+    return tmp
+
+
+def test_metadata_validates():
+    metadata = json.loads(Path(config_path(BUNDLE, "metadata.json")).read_text())
+    jsonschema.validate(metadata, json.loads(SCHEMA.read_text()))
+
+
+def test_properties_complete(tmp_path: Path):
+    train = make_workflow(BUNDLE, ["train.json"], "train", **_overrides(tmp_path))
+    train.initialize()
+    assert train.check_properties() == []
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "img.png")
+    infer = make_workflow(BUNDLE, ["inference.json"], "infer", dataset_dir=str(tmp_path))
+    infer.initialize()
+    assert infer.check_properties() == []
+
+
+def test_mode_data_and_losses(tmp_path: Path):
+    """Mode 3 takes a seeded sample of N labelled slices; the loss weights follow the mode."""
+    overrides = _overrides(tmp_path, "mode3")
+    picks = []
+    for seed in (0, 0, 1):
+        workflow = make_workflow(BUNDLE, ["train.json", "mode3_finetune.json"], num_labelled=5, seed=seed, **overrides)
+        picks.append([item["image"] for item in workflow.parser.get_parsed_content("train_data")])
+        assert len(picks[-1]) == 5 and all("label" in item for item in workflow.parser.get_parsed_content("train_data"))
+    assert picks[0] == picks[1] and picks[0] != picks[2]
+    loss = workflow.parser.get_parsed_content("loss")
+    assert (loss.acwe_weight, loss.label_weight) == (0.0, 1.0)
+    loss = make_workflow(BUNDLE, ["train.json", "mode4_joint.json"], **overrides).parser.get_parsed_content("loss")
+    assert (loss.acwe_weight, loss.label_weight, loss.acwe.nu, loss.label_loss.length_weight) == (1.0, 0.4, 0.004, 1.0)
+
+
+def test_training_writes_checkpoints(trained: Path):
+    for mode in ("mode1", "mode2", "mode4"):
+        assert (trained / "models" / mode / "model.pt").is_file()
+        assert (trained / "models" / mode / "checkpoint_epoch=1.pt").is_file()
+
+
+def test_evaluate_writes_report_and_panel(trained: Path):
+    run_workflow(BUNDLE, ["train.json", "mode4_joint.json", "evaluate.json"], **_overrides(trained, "mode4"))
+    eval_dir = trained / "outputs" / "eval" / "mode4"
+    report = json.loads((eval_dir / "metrics.json").read_text())
+    assert 0.0 <= report["summary"]["dice"]["mean"]["mean"] <= 1.0
+    assert report["per_image"]
+    assert (eval_dir / "panel.png").stat().st_size > 1000
+
+
+def test_inference_on_3d_volume_and_2d_image(trained: Path, tmp_path: Path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    affine[:3, 3] = [10, -5, 3]
+    nib.save(nib.Nifti1Image((rng.random((40, 48, 5)) * 100).astype(np.float32), affine), inputs / "vol.nii.gz")
+    Image.fromarray((rng.random((50, 70)) * 255).astype(np.uint8)).save(inputs / "img.png")
+    out = tmp_path / "pred"
+    ckpt_dir = str(trained / "models" / "mode1")
+    run_workflow(BUNDLE, ["inference.json"], "infer", dataset_dir=str(inputs), output_dir=str(out), ckpt_dir=ckpt_dir)
+    volume = nib.load(out / "vol_seg.nii.gz")
+    assert volume.shape[:3] == (40, 48, 5)
+    np.testing.assert_allclose(volume.affine, affine, atol=1e-5)
+    assert set(np.unique(np.asarray(volume.dataobj))) <= {0, 1}
+    image = nib.load(out / "img_seg.nii.gz")
+    assert np.squeeze(np.asarray(image.dataobj)).shape == (70, 50)
+
+
+def test_torchscript_export(trained: Path, tmp_path: Path):
+    """``monai.bundle ckpt_export`` (called in-process) scripts the network; the export matches eager output."""
+    ts_path = tmp_path / "model.ts"
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(ts_path),
+        ckpt_file=str(trained / "models" / "mode1" / "model.pt"),
+        meta_file=config_path(BUNDLE, "metadata.json"),
+        config_file=config_path(BUNDLE, "inference.json"),
+        bundle_root=str(REPO / "bundles" / BUNDLE),
+    )
+    scripted = torch.jit.load(str(ts_path)).eval()
+    workflow = make_workflow(BUNDLE, ["inference.json"], "infer")
+    network = workflow.parser.get_parsed_content("network_def")
+    network.load_state_dict(torch.load(trained / "models" / "mode1" / "model.pt", weights_only=True))
+    x = torch.rand(2, 1, 32, 48)
+    torch.testing.assert_close(scripted(x), network.eval()(x))
