@@ -38,7 +38,10 @@ class DemoRun:
     epochs_key: str = "max_epochs"
     epochs: int = 10
     label: str = ""
+    name: str = "default"
 
+
+ACWE_DEMO = {"demo_task": "bone", "demo_kwargs": {"num_cases": 8, "image_size": 48, "depth": 16}, "val_interval": 1}
 
 DEMO_RUNS = [
     DemoRun(
@@ -66,6 +69,26 @@ DEMO_RUNS = [
         epochs=10,
         label="U-Net, full labels (2D slices of 3D volumes)",
     ),
+    DemoRun(
+        "acwe_unsup_seg",
+        "bone",
+        ["train.json"],
+        ["train.json", "evaluate.json"],
+        {**ACWE_DEMO, "eval_dir": "$@output_dir + '/eval'"},
+        epochs=20,
+        label="RCNN + ACWE loss, no labels (mode 1)",
+        name="mode1",
+    ),
+    DemoRun(
+        "acwe_unsup_seg",
+        "bone",
+        ["train.json", "mode4_joint.json"],
+        ["train.json", "mode4_joint.json", "evaluate.json"],
+        {**ACWE_DEMO, "eval_dir": "$@output_dir + '/eval'"},
+        epochs=20,
+        label="RCNN + ACWE + 0.4 label loss (mode 4)",
+        name="mode4",
+    ),
 ]
 
 
@@ -89,7 +112,7 @@ def _workflow(run: DemoRun, configs: list[str], out: Path, **extra: Any) -> Conf
 
 
 def run_one(run: DemoRun, out_root: Path, epochs_scale: float) -> dict[str, Any]:
-    out = out_root / run.bundle / run.task
+    out = out_root / run.bundle / run.task / run.name
     shutil.rmtree(out / "models", ignore_errors=True)
     epochs = max(1, round(run.epochs * epochs_scale))
     start = time.perf_counter()
@@ -105,7 +128,7 @@ def run_one(run: DemoRun, out_root: Path, epochs_scale: float) -> dict[str, Any]
     panel = eval_dir / "panel.png"
     if panel.is_file():
         (out_root / "panels").mkdir(parents=True, exist_ok=True)
-        shutil.copy(panel, out_root / "panels" / f"{run.bundle}_{run.task}.png")
+        shutil.copy(panel, out_root / "panels" / f"{run.bundle}_{run.task}_{run.name}.png")
     summary = report["summary"]
     return {
         "bundle": run.bundle,
