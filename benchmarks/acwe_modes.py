@@ -26,6 +26,7 @@ import torch
 from acwe_speed import BUNDLE, benchmark, bundle_parser, load_network, load_test_slices, run_network, speed_table
 from monai.bundle import ConfigWorkflow
 
+from common.bundle import load_workflow
 from common.classical.chan_vese import chan_vese_segment
 from common.visualize import save_panel
 
@@ -51,13 +52,7 @@ PAPER_DICE = {"mode1": "0.593 ± 0.19", "mode2": "0.661 ± 0.16", "mode3": "0.73
 
 
 def _workflow(configs: list[str], overrides: dict[str, Any]) -> ConfigWorkflow:
-    folder = BUNDLE / "configs"
-    workflow = ConfigWorkflow(
-        config_file=[str(folder / c) for c in configs],
-        meta_file=str(folder / "metadata.json"),
-        logging_file=str(folder / "logging.conf"),
-        **overrides,
-    )
+    workflow = load_workflow("acwe_unsup_seg", configs, **{"bundle_root": str(BUNDLE), **overrides})
     workflow.initialize()
     return workflow
 

@@ -23,6 +23,8 @@ from typing import Any
 
 from monai.bundle import ConfigWorkflow
 
+from common.bundle import load_workflow
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -93,20 +95,8 @@ DEMO_RUNS = [
 
 
 def _workflow(run: DemoRun, configs: list[str], out: Path, **extra: Any) -> ConfigWorkflow:
-    configs_dir = REPO / "bundles" / run.bundle / "configs"
-    overrides = {
-        "bundle_root": str(REPO / "bundles" / run.bundle),
-        "output_dir": str(out / "outputs"),
-        "ckpt_dir": str(out / "models"),
-        **run.overrides,
-        **extra,
-    }
-    workflow = ConfigWorkflow(
-        config_file=[str(configs_dir / c) for c in configs],
-        meta_file=str(configs_dir / "metadata.json"),
-        logging_file=str(configs_dir / "logging.conf"),
-        **overrides,
-    )
+    overrides = {"output_dir": str(out / "outputs"), "ckpt_dir": str(out / "models"), **run.overrides, **extra}
+    workflow = load_workflow(run.bundle, configs, bundle_root=str(REPO / "bundles" / run.bundle), **overrides)
     workflow.initialize()
     return workflow
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from monai.bundle import ConfigWorkflow
 
+from common.bundle import load_workflow
+
 REPO = Path(__file__).resolve().parent.parent
 BUNDLES = REPO / "bundles"
 
@@ -17,14 +19,7 @@ def config_path(bundle: str, name: str) -> str:
 
 def make_workflow(bundle: str, configs: list[str], workflow_type: str = "train", **overrides: Any) -> ConfigWorkflow:
     """A ``ConfigWorkflow`` over ``configs`` (names in the bundle's configs folder), not yet initialised."""
-    files = [config_path(bundle, c) for c in configs]
-    return ConfigWorkflow(
-        config_file=files,
-        meta_file=config_path(bundle, "metadata.json"),
-        logging_file=config_path(bundle, "logging.conf"),
-        workflow_type=workflow_type,
-        **overrides,
-    )
+    return load_workflow(bundle, configs, workflow_type, bundle_root=str(BUNDLES / bundle), **overrides)
 
 
 def run_workflow(bundle: str, configs: list[str], workflow_type: str = "train", **overrides: Any) -> ConfigWorkflow:
