@@ -45,6 +45,20 @@ class DemoRun:
 
 ACWE_DEMO = {"demo_task": "bone", "demo_kwargs": {"num_cases": 8, "image_size": 48, "depth": 16}, "val_interval": 1}
 
+ADVERSARIAL_DEMO = {
+    "demo_task": "tubular",
+    "demo_kwargs": {"num_cases": 12, "image_size": 64, "depth": 16},
+    "epoch_length": 10,
+    "semi_start_epoch": 8,
+    "val_interval": 5,
+    "patch_size": [32, 32],
+    "batch_size": 8,
+    "unlabeled_batch_size": 8,
+    "network_def#channels": [16, 32, 64, 128],
+    "network_def#strides": [2, 2, 2],
+    "discriminator_channels": [64, 128],
+}
+
 DEMO_RUNS = [
     DemoRun(
         "supervised_seg",
@@ -90,6 +104,26 @@ DEMO_RUNS = [
         epochs=20,
         label="RCNN + ACWE + 0.4 label loss (mode 4)",
         name="mode4",
+    ),
+    DemoRun(
+        "adversarial_semi_seg",
+        "tubular",
+        ["train.json", "semi_1_8.json"],
+        ["train.json", "semi_1_8.json", "evaluate.json"],
+        ADVERSARIAL_DEMO,
+        epochs=25,
+        label="adversarial semi-supervised U-Net, 1/8 labels",
+        name="semi_1_8",
+    ),
+    DemoRun(
+        "adversarial_semi_seg",
+        "tubular",
+        ["train.json", "supervised_only.json"],
+        ["train.json", "supervised_only.json", "evaluate.json"],
+        {**ADVERSARIAL_DEMO, "labelled_fraction": 0.125},
+        epochs=25,
+        label="U-Net, 1/8 labels alone",
+        name="unet_1_8",
     ),
 ]
 
