@@ -1,0 +1,426 @@
+"""Trainer of the translation-based semi-supervised segmenter of Vorontsov et al., "Towards annotation-efficient
+segmentation via image-to-image translation", MedIA 2022 (arXiv 1904.01636), and of its baselines.
+
+One iteration takes a batch of P images ("present": the target is visible; ``labelled`` flags the few with masks;
+the P loader drives the epoch) and, where the mode needs it, a batch of unpaired A images ("absent") from an endless
+iterator over the A loader. Modes (``mode`` x ``directions``), all over :class:`~common.networks.translation.
+TranslationSegNet`:
+
+* ``"translation"``, ``"both"`` (the proposed method, Sec. 3): generator step on
+  ``lambda_adv * L_adv + lambda_rec * L_rec + lambda_cyc * L_cyc + lambda_lat * L_lat + lambda_seg * L_seg``, then
+  one hinge step of the two discriminators (``D_A`` judges ``x_PA`` against real A, ``D_P`` judges ``x_AP`` against
+  real P). With ``x_PA = G_com(c_P)``, ``x_PP = x_PA + G_res(c_P, u_P)``, ``x_AA = G_com(c_A)``,
+  ``x_AP = x_AA + G_res(c_A, z)`` (``z ~ N(0, I)``), ``(c_AP, u_AP) = E(x_AP)``:
+  ``L_rec = |x_PP - x_P| + |x_AA - x_A|``, ``L_cyc = |G_com(c_AP) - x_A|``,
+  ``L_lat = |E(x_PP) - (c_P, u_P)| + |E(x_AA) - (c_A, u_A)| + |c_AP - c_A| + |u_AP - z|`` (L1 means),
+  ``L_adv = -D_A(x_PA) - D_P(x_AP)``, ``L_seg`` the soft Dice of ``G_res`` in mode "segment" on the labelled P.
+* ``"translation"``, ``"p_to_a"``: the "P to A only" ablation: no A->P translation (no ``x_AP``, ``D_P``, cycle or
+  ``(c_AP, u_AP)`` terms).
+* ``"translation"``, ``"none"``: the "no translation" ablation: no discriminators; the decoders only reconstruct
+  (``L_rec``, ``L_lat`` of ``x_PP`` and ``x_AA``) next to the segmentation.
+* ``"segmentation"``: the seg-only baseline, ``lambda_seg * L_seg`` on the labelled images only.
+* ``"autoencoder"``: the autoencoder baseline, ``lambda_seg * L_seg + lambda_rec * (|G_ae(E(x_P)) - x_P| +
+  |G_ae(E(x_A)) - x_A|)`` with the decoder without long skips.
+* ``"mean_teacher"``: ``lambda_seg * L_seg + lambda_consistency * MSE(sigmoid(S(x)), sigmoid(T(x)))`` over all P
+  (and A, when given) images, ``T`` the exponential moving average of ``S`` (ignite ``EMAHandler``, attached as a
+  train handler), optionally with independent Gaussian input noise for student and teacher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from ignite.engine import Engine, Events
+from monai.engines import Trainer
+from monai.engines.utils import IterationEvents, default_prepare_batch
+from monai.utils import CommonKeys as Keys
+from torch.nn.utils import parametrize
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader
+
+from common.losses.translation import hinge_discriminator_loss, hinge_generator_loss, soft_dice_loss
+from common.networks.translation import TranslationSegNet
+from common.visualize import save_panel
+
+__all__ = ["DIRECTIONS", "MODES", "LossTerms", "TranslationPanelSaver", "TranslationTrainer", "endless"]
+
+MODES = ("translation", "segmentation", "autoencoder", "mean_teacher")
+DIRECTIONS = ("both", "p_to_a", "none")
+
+
+def endless(loader: DataLoader) -> Iterator[Any]:
+    """Batches of ``loader`` forever, re-iterating (and so reshuffling) it each time it is exhausted."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("the absent-domain data loader is empty.")
+
+
+class LossTerms:
+    """``output_transform`` for ``StatsHandler`` / TensorBoard: ``{name: float}`` of the trainer output's scalar
+    loss terms (keys starting with ``loss``)."""
+
+    def __call__(self, output: Mapping[str, Any]) -> dict[str, float]:
+        return {k: float(v) for k, v in output.items() if k.startswith("loss")}
+
+
+def _average_gradients(optimizer: Optimizer) -> None:
+    """Averages the gradients of ``optimizer``'s parameters over the processes of a distributed run (no-op
+    otherwise). The iteration calls the encoder and decoders many times through their methods, which
+    ``DistributedDataParallel`` (it hooks ``forward`` only) cannot follow, so the networks stay unwrapped and the
+    gradients are reduced here; a parameter without gradient on this rank (e.g. the segmentation head when the
+    rank's batch holds no label) contributes zeros, so every rank reduces the same tensors."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)
+
+
+def _l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a - b).abs().mean()
+
+
+class TranslationTrainer(Trainer):
+    """Translation / segmentation training of Vorontsov et al. (2022) and its baselines as a MONAI ``Trainer``
+    (module docstring: the modes and loss terms). Loss weights default to the authors' code (3, 50, 50, 1, 0.01).
+
+    Args:
+        device: device of the networks.
+        max_epochs: epochs (passes over the P loader, or ``epoch_length`` iterations).
+        train_data_loader: P batches ``{"image": (B, C, H, W), "label": (B, 1, H, W), "labelled": (B,)}``
+            (``labelled`` 1 where the mask may be used; missing: all labelled).
+        network: the :class:`~common.networks.translation.TranslationSegNet` (generator and segmenter).
+        optimizer: optimiser of ``network`` (AMSGrad, betas (0.5, 0.999), lr 1e-3, weight decay 1e-4 in the paper).
+        mode: one of :data:`MODES`.
+        absent_data_loader: A batches ``{"image": (B', C, H, W)}`` (translation and autoencoder modes; optional for
+            the mean teacher).
+        discriminator_a: ``D_A``, ``(B, C, H, W)`` -> ``(B,)`` (translation with directions "both" or "p_to_a").
+        discriminator_p: ``D_P`` (translation with directions "both").
+        d_optimizer: optimiser of both discriminators.
+        directions: one of :data:`DIRECTIONS` (translation mode).
+        lambda_adv, lambda_rec, lambda_cyc, lambda_lat, lambda_seg: loss weights (3, 50, 50, 1, 0.01); the
+            discriminator loss is weighted by ``lambda_adv`` too.
+        teacher_network: the mean teacher (``EMAHandler.ema_model``), mode "mean_teacher".
+        lambda_consistency: weight of the mean-teacher consistency (0.01).
+        consistency_noise_std: std of the Gaussian input noise of student and teacher (0: none).
+        epoch_length, non_blocking, iteration_update, postprocessing, key_train_metric, additional_metrics,
+        train_handlers, amp, optim_set_to_none, to_kwargs, amp_kwargs: as in ``monai.engines.SupervisedTrainer``
+            (outputs are not decollated: P and A batches may differ in size).
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: DataLoader,
+        network: TranslationSegNet,
+        optimizer: Optimizer,
+        mode: str = "translation",
+        absent_data_loader: DataLoader | None = None,
+        discriminator_a: torch.nn.Module | None = None,
+        discriminator_p: torch.nn.Module | None = None,
+        d_optimizer: Optimizer | None = None,
+        directions: str = "both",
+        lambda_adv: float = 3.0,
+        lambda_rec: float = 50.0,
+        lambda_cyc: float = 50.0,
+        lambda_lat: float = 1.0,
+        lambda_seg: float = 0.01,
+        teacher_network: torch.nn.Module | None = None,
+        lambda_consistency: float = 0.01,
+        consistency_noise_std: float = 0.0,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        iteration_update: Callable | None = None,
+        postprocessing: Callable | None = None,
+        key_train_metric: dict | None = None,
+        additional_metrics: dict | None = None,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        optim_set_to_none: bool = False,
+        to_kwargs: dict | None = None,
+        amp_kwargs: dict | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        if directions not in DIRECTIONS:
+            raise ValueError(f"directions must be one of {DIRECTIONS}, got {directions!r}.")
+        translating = mode == "translation" and directions != "none"
+        if mode in ("translation", "autoencoder") and absent_data_loader is None:
+            raise ValueError(f"mode {mode!r} needs absent_data_loader.")
+        if translating and (discriminator_a is None or d_optimizer is None):
+            raise ValueError("translation needs discriminator_a and d_optimizer.")
+        if translating and directions == "both" and discriminator_p is None:
+            raise ValueError("translation in both directions needs discriminator_p.")
+        if mode == "mean_teacher" and teacher_network is None:
+            raise ValueError("mode 'mean_teacher' needs teacher_network.")
+        if mode == "autoencoder" and network.autoencoder_decoder is None:
+            raise ValueError("mode 'autoencoder' needs a network built with autoencoder_decoder=True.")
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=default_prepare_batch,
+            iteration_update=iteration_update,
+            postprocessing=postprocessing,
+            key_metric=key_train_metric,
+            additional_metrics=additional_metrics,
+            handlers=train_handlers,
+            amp=amp,
+            decollate=False,
+            to_kwargs=to_kwargs,
+            amp_kwargs=amp_kwargs,
+        )
+        self.network = network
+        self.optimizer = optimizer
+        self.mode = mode
+        self.directions = directions if mode == "translation" else "none"
+        self.absent_data_loader = absent_data_loader
+        self.discriminator_a = discriminator_a if translating else None
+        self.discriminator_p = discriminator_p if translating and directions == "both" else None
+        self.d_optimizer = d_optimizer if translating else None
+        self.lambda_adv = lambda_adv
+        self.lambda_rec = lambda_rec
+        self.lambda_cyc = lambda_cyc
+        self.lambda_lat = lambda_lat
+        self.lambda_seg = lambda_seg
+        self.teacher_network = teacher_network
+        self.lambda_consistency = lambda_consistency
+        self.consistency_noise_std = consistency_noise_std
+        self.optim_set_to_none = optim_set_to_none
+        self._absent: Iterator[Any] | None = None
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.state.device.type, enabled=self.amp, **self.amp_kwargs)
+
+    def _step(self, loss: torch.Tensor, optimizer: Optimizer) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            _average_gradients(optimizer)
+            self.scaler.step(optimizer)
+        else:
+            loss.backward()
+            _average_gradients(optimizer)
+            optimizer.step()
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.state.device, non_blocking=self.non_blocking, **self.to_kwargs)
+
+    def _next_absent(self) -> torch.Tensor | None:
+        """The next ``(B', C, H, W)`` A batch on the device, or None without an A loader."""
+        if self.absent_data_loader is None:
+            return None
+        if self._absent is None:
+            self._absent = endless(self.absent_data_loader)
+        return self._to_device(torch.as_tensor(next(self._absent)[Keys.IMAGE]))
+
+    def _discriminators(self) -> list[torch.nn.Module]:
+        return [d for d in (self.discriminator_a, self.discriminator_p) if d is not None]
+
+    def _segmentation_loss(
+        self, c: torch.Tensor, u: torch.Tensor, skips: Sequence[torch.Tensor], labels: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Soft Dice of the segmentation output on the labelled images (``mask``, ``(B,)`` bool); 0 without any."""
+        if not bool(mask.any()):
+            return torch.zeros((), device=c.device)
+        logits = self.network.segment_logits(c[mask], u[mask], [s[mask] for s in skips], labels.shape[-2:])
+        return soft_dice_loss(torch.sigmoid(logits.float()), labels[mask])
+
+    def _translation_terms(
+        self, x_p: torch.Tensor, x_a: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Generator loss terms (unweighted scalars) and the fakes ``{"x_pa", "x_ap"}`` for the discriminators."""
+        net, size = self.network, x_p.shape[-2:]
+        c_p, u_p, s_p = net.encode(x_p)
+        c_a, u_a, s_a = net.encode(x_a)
+        x_pa = net.healthy(c_p, s_p, size)
+        x_pp = x_pa + net.residual(c_p, u_p, s_p, size)
+        x_aa = net.healthy(c_a, s_a, size)
+        c_pp, u_pp, _ = net.encode(x_pp)
+        c_aa, u_aa, _ = net.encode(x_aa)
+        terms = {
+            "loss_seg": self._segmentation_loss(c_p, u_p, s_p, labels, mask),
+            "loss_rec": _l1(x_pp, x_p) + _l1(x_aa, x_a),
+            "loss_lat": _l1(c_pp, c_p) + _l1(u_pp, u_p) + _l1(c_aa, c_a) + _l1(u_aa, u_a),
+        }
+        fakes = {}
+        if self.directions in ("both", "p_to_a"):
+            fakes["x_pa"] = x_pa
+            terms["loss_adv"] = hinge_generator_loss(self.discriminator_a(x_pa))
+        if self.directions == "both":
+            z = torch.randn_like(u_a)
+            x_ap = x_aa + net.residual(c_a, z, s_a, size)
+            c_ap, u_ap, s_ap = net.encode(x_ap)
+            terms["loss_cyc"] = _l1(net.healthy(c_ap, s_ap, size), x_a)
+            terms["loss_lat"] = terms["loss_lat"] + _l1(c_ap, c_a) + _l1(u_ap, z)
+            terms["loss_adv"] = terms["loss_adv"] + hinge_generator_loss(self.discriminator_p(x_ap))
+            fakes["x_ap"] = x_ap
+        return terms, fakes
+
+    def _mean_teacher_terms(
+        self, x_p: torch.Tensor, x_a: torch.Tensor | None, labels: torch.Tensor, mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        images = x_p if x_a is None else torch.cat([x_p, x_a])
+        noise = self.consistency_noise_std
+        student_in = images + noise * torch.randn_like(images) if noise > 0 else images
+        c, u, skips = self.network.encode(student_in)
+        logits = self.network.segment_logits(c, u, skips, images.shape[-2:])
+        with torch.no_grad():
+            teacher_in = images + noise * torch.randn_like(images) if noise > 0 else images
+            target = torch.softmax(self.teacher_network(teacher_in).float(), dim=1)[:, 1:]
+        n = x_p.shape[0]
+        seg = (
+            soft_dice_loss(torch.sigmoid(logits[:n][mask].float()), labels[mask])
+            if bool(mask.any())
+            else torch.zeros((), device=x_p.device)
+        )
+        return {"loss_seg": seg, "loss_consistency": F.mse_loss(torch.sigmoid(logits.float()), target)}
+
+    def _iteration(self, engine: TranslationTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
+        """One generator/segmenter step, then (translation) one discriminator step. Returns the loss terms."""
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        x_p = engine._to_device(torch.as_tensor(batchdata[Keys.IMAGE]))
+        labels = engine._to_device(torch.as_tensor(batchdata[Keys.LABEL]))
+        flags = batchdata.get("labelled")
+        mask = (
+            torch.ones(x_p.shape[0], dtype=torch.bool, device=x_p.device)
+            if flags is None
+            else engine._to_device(torch.as_tensor(flags)).bool().view(-1)
+        )
+        x_a = engine._next_absent() if engine.mode != "segmentation" else None
+        discriminators = engine._discriminators()
+        engine.network.train()
+        for d in discriminators:
+            d.train()
+            d.requires_grad_(False)
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        fakes: dict[str, torch.Tensor] = {}
+        # spectral norm's W / sigma is computed once per step, not at each of the many calls of E, G and D
+        with engine._autocast(), parametrize.cached():
+            if engine.mode == "translation":
+                terms, fakes = engine._translation_terms(x_p, x_a, labels, mask)
+            elif engine.mode == "segmentation":
+                c, u, skips = engine.network.encode(x_p)
+                terms = {"loss_seg": engine._segmentation_loss(c, u, skips, labels, mask)}
+            elif engine.mode == "autoencoder":
+                net, size = engine.network, x_p.shape[-2:]
+                c_p, u_p, s_p = net.encode(x_p)
+                c_a, u_a, _ = net.encode(x_a)
+                terms = {
+                    "loss_seg": engine._segmentation_loss(c_p, u_p, s_p, labels, mask),
+                    "loss_rec": _l1(net.autoencode(c_p, u_p, size), x_p) + _l1(net.autoencode(c_a, u_a, size), x_a),
+                }
+            else:
+                terms = engine._mean_teacher_terms(x_p, x_a, labels, mask)
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            weights = {
+                "loss_seg": engine.lambda_seg,
+                "loss_rec": engine.lambda_rec,
+                "loss_cyc": engine.lambda_cyc,
+                "loss_lat": engine.lambda_lat,
+                "loss_adv": engine.lambda_adv,
+                "loss_consistency": engine.lambda_consistency,
+            }
+            loss = sum(weights[k] * v for k, v in terms.items())
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        engine._step(loss, engine.optimizer)
+
+        if discriminators:
+            for d in discriminators:
+                d.requires_grad_(True)
+            engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+            with engine._autocast(), parametrize.cached():
+                loss_d = hinge_discriminator_loss(
+                    engine.discriminator_a(x_a), engine.discriminator_a(fakes["x_pa"].detach())
+                )
+                if engine.discriminator_p is not None:
+                    loss_d = loss_d + hinge_discriminator_loss(
+                        engine.discriminator_p(x_p), engine.discriminator_p(fakes["x_ap"].detach())
+                    )
+                loss_d = engine.lambda_adv * loss_d
+            engine._step(loss_d, engine.d_optimizer)
+            terms["loss_d"] = loss_d
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        if engine.scaler is not None:
+            engine.scaler.update()
+        engine.state.output = {
+            Keys.IMAGE: x_p,
+            Keys.LABEL: labels,
+            Keys.LOSS: loss.detach(),
+            **{k: v.detach() for k, v in terms.items()},
+        }
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+
+class TranslationPanelSaver:
+    """PNG panel of the first evaluated P images: input | healthy | residual | segmentation | truth, where healthy
+    ``G_com(c)`` and residual ``G_res(c, u)`` come from the translation P -> A (Vorontsov et al., Fig. 5-7).
+
+    Args:
+        network: the :class:`~common.networks.translation.TranslationSegNet` being evaluated.
+        output_dir: folder of the PNG.
+        filename: PNG file name.
+        num_samples: rows.
+        threshold: segmentation threshold on the foreground probability (channel 1 of the ``prob`` item, kept by a
+            ``CopyItemsd`` after the softmax).
+    """
+
+    def __init__(
+        self,
+        network: TranslationSegNet,
+        output_dir: str,
+        filename: str = "translation_panel.png",
+        num_samples: int = 6,
+        threshold: float = 0.5,
+    ) -> None:
+        self.network = network
+        self.path = Path(output_dir) / filename
+        self.num_samples = num_samples
+        self.threshold = threshold
+        self.rows: list[dict] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self.rows.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.write)
+
+    @torch.no_grad()
+    def collect(self, engine: Engine) -> None:
+        """Takes the first items of the decollated evaluator output (``image`` ``(C, H, W)``, one-hot ``label``
+        ``(2, H, W)``, ``prob`` ``(2, H, W)``) and translates their images."""
+        items = engine.state.output[: max(self.num_samples - len(self.rows), 0)]
+        if not items:
+            return
+        images = torch.stack([torch.as_tensor(item[Keys.IMAGE]) for item in items]).to(engine.state.device)
+        healthy, residual = self.network.translate(images)
+        for i, item in enumerate(items):
+            row = {
+                "input": images[i].cpu().numpy(),
+                "healthy": healthy[i].cpu().numpy(),
+                "residual": residual[i].cpu().numpy(),
+                "segmentation": (torch.as_tensor(item["prob"])[1] > self.threshold).float().cpu().numpy(),
+            }
+            if Keys.LABEL in item:
+                row["truth"] = torch.as_tensor(item[Keys.LABEL]).argmax(0).float().cpu().numpy()
+            self.rows.append(row)
+
+    def write(self, engine: Engine) -> None:
+        if self.rows:
+            save_panel(self.rows, self.path, label_keys=("segmentation", "truth"), num_classes=2)
