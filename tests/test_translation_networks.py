@@ -1,0 +1,158 @@
+"""Unit tests of the translation networks, losses and trainer modes (Vorontsov et al. 2022)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from common.engines.translation import MODES, TranslationTrainer
+from common.losses.translation import hinge_discriminator_loss, hinge_generator_loss, soft_dice_loss
+from common.networks.translation import MultiScaleDiscriminator, TranslationSegNet
+from common.networks.translation_blocks import Conv2dReflect, LayerNorm2d
+
+WIDTH = 0.125
+
+
+@pytest.mark.parametrize(
+    "size, shape, channels, code_hw",
+    [
+        ("48x48", (48, 48), 1, (3, 3)),
+        ("128x128", (128, 128), 1, (4, 4)),
+        ("240x120", (240, 120), 4, (8, 4)),
+        ("256x256", (256, 256), 1, (8, 8)),
+    ],
+)
+def test_output_shapes(size: str, shape: tuple[int, int], channels: int, code_hw: tuple[int, int]):
+    net = TranslationSegNet(channels, size, width=WIDTH, autoencoder_decoder=True)
+    disc = MultiScaleDiscriminator(channels, size, width=WIDTH)
+    x = torch.randn(2, channels, *shape)
+    with torch.no_grad():
+        c, u, skips = net.encode(x)
+        assert c.shape == (2, 48, *code_hw) and u.shape == (2, 16, *code_hw)  # 384 / 128 of 512 at width 1/8
+        assert len(skips) == (4 if size == "48x48" else 5) and skips[0].shape[-2:] == shape
+        healthy, residual = net.translate(x)
+        assert healthy.shape == residual.shape == x.shape
+        assert healthy.abs().max() <= 1 and residual.abs().max() <= 1  # tanh outputs
+        assert net(x).shape == (2, 2, *shape)
+        assert net.autoencode(c, u, shape).shape == x.shape
+        assert disc(x).shape == (2,)
+
+
+def test_48x48_drops_first_encoder_block_and_starts_discriminator_at_128():
+    net = TranslationSegNet(1, "48x48")
+    assert net.encoder.stem.conv.out_channels == 32 and len(net.encoder.blocks) == 4
+    assert net.encoder.common_channels == 384 and net.unique_channels == 128
+    assert [b.conv.conv.out_channels for b in net.residual_decoder.blocks] == [256, 128, 64, 32]
+    disc = MultiScaleDiscriminator(1, "48x48")
+    assert len(disc.scales) == 3 and disc.scales[0].convs[0].conv.out_channels == 128
+    full = TranslationSegNet(1, "128x128", width=WIDTH)
+    assert len(full.encoder.blocks) == 5
+
+
+def test_residual_decoder_norm_sets_differ():
+    net = TranslationSegNet(1, "48x48", width=WIDTH).eval()  # eval: no spectral-norm power iteration per call
+    norms = [m for m in net.residual_decoder.modules() if isinstance(m, LayerNorm2d)]
+    assert norms and all(n.weight.shape[0] == 2 for n in norms)
+    assert all(n.weight.shape[0] == 1 for n in net.common_decoder.modules() if isinstance(n, LayerNorm2d))
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():
+        c, u, skips = net.encode(x)
+        code = torch.cat([c, u], 1)
+        before = net.residual_decoder(code, skips, (48, 48), "translate")
+        for n in norms:  # changing the segment set leaves translation untouched, changing translate changes it
+            n.weight[1].mul_(3.0)
+        assert torch.equal(before, net.residual_decoder(code, skips, (48, 48), "translate"))
+        for n in norms:
+            n.bias[0].add_(0.5)
+        assert not torch.allclose(before, net.residual_decoder(code, skips, (48, 48), "translate"))
+    conv_weights = {id(p) for p in net.residual_decoder.parameters()}
+    assert net.residual_decoder.classifier is not None and id(net.residual_decoder.classifier.weight) in conv_weights
+
+
+def test_spectral_norm_everywhere_but_the_segmentation_head():
+    net = TranslationSegNet(1, "48x48", width=WIDTH)
+    for name, module in net.named_modules():
+        if isinstance(module, torch.nn.Conv2d):
+            parametrized = hasattr(module, "parametrizations")
+            assert parametrized == ("seg_conv" not in name and "classifier" not in name), name
+    for module in MultiScaleDiscriminator(1, "48x48", width=WIDTH).modules():
+        if isinstance(module, torch.nn.Conv2d):
+            assert hasattr(module, "parametrizations")
+    assert not any(hasattr(m, "parametrizations") for m in TranslationSegNet(1, spectral_norm=False).modules())
+
+
+def test_separate_segmentation_decoder():
+    net = TranslationSegNet(1, "48x48", width=WIDTH, separate_segmentation_decoder=True)
+    assert net.residual_decoder.classifier is None and net.segmentation_decoder.classifier is not None
+    assert net(torch.randn(1, 1, 48, 48)).shape == (1, 2, 48, 48)
+
+
+def test_conv_reflect_keeps_ceil_size_down_to_one_pixel():
+    conv = Conv2dReflect(2, 3, 4, stride=2)
+    for size in (1, 2, 3, 15, 48):
+        assert conv(torch.randn(1, 2, size, size)).shape[-1] == -(-size // 2)
+
+
+def test_losses():
+    prob = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
+    assert soft_dice_loss(prob, prob).item() == pytest.approx(-1.0)
+    assert soft_dice_loss(prob, 1 - prob).item() == pytest.approx(-1 / 5)
+    assert hinge_discriminator_loss(torch.tensor([2.0, 0.0]), torch.tensor([-2.0, 0.0])).item() == pytest.approx(1.0)
+    assert hinge_generator_loss(torch.tensor([1.0, 3.0])).item() == pytest.approx(-2.0)
+
+
+def _loader(n: int, present: bool) -> DataLoader:
+    items = []
+    for i in range(n):
+        item = {"image": torch.rand(1, 48, 48)}
+        if present:
+            item.update(label=(torch.rand(1, 48, 48) > 0.8).to(torch.uint8), labelled=int(i % 2 == 0))
+        items.append(item)
+    return DataLoader(items, batch_size=2)
+
+
+@pytest.mark.parametrize(
+    "mode, directions", [(m, "both") for m in MODES] + [("translation", "p_to_a"), ("translation", "none")]
+)
+def test_trainer_modes_run_and_update(mode: str, directions: str):
+    torch.manual_seed(0)
+    net = TranslationSegNet(1, "48x48", width=WIDTH, autoencoder_decoder=mode == "autoencoder")
+    d_a, d_p = MultiScaleDiscriminator(1, width=WIDTH), MultiScaleDiscriminator(1, width=WIDTH)
+    opt = torch.optim.Adam(net.parameters(), 1e-3, betas=(0.5, 0.999), weight_decay=1e-4, amsgrad=True)
+    d_opt = torch.optim.Adam([*d_a.parameters(), *d_p.parameters()], 1e-3, amsgrad=True)
+    teacher = TranslationSegNet(1, "48x48", width=WIDTH) if mode == "mean_teacher" else None
+    before = [p.detach().clone() for p in net.encoder.parameters()]
+    d_before = [p.detach().clone() for p in d_a.parameters()]
+    trainer = TranslationTrainer(
+        "cpu",
+        1,
+        _loader(4, True),
+        net,
+        opt,
+        mode=mode,
+        absent_data_loader=_loader(2, False),
+        discriminator_a=d_a,
+        discriminator_p=d_p,
+        d_optimizer=d_opt,
+        directions=directions,
+        teacher_network=teacher,
+    )
+    trainer.run()
+    out = trainer.state.output
+    assert trainer.state.iteration == 2 and torch.isfinite(out["loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.encoder.parameters()))
+    translating = mode == "translation" and directions != "none"
+    assert ("loss_d" in out) == translating and ("loss_cyc" in out) == (translating and directions == "both")
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, d_a.parameters())) == translating
+
+
+def test_trainer_rejects_missing_parts():
+    net = TranslationSegNet(1, width=WIDTH)
+    opt = torch.optim.Adam(net.parameters())
+    with pytest.raises(ValueError, match="absent_data_loader"):
+        TranslationTrainer("cpu", 1, _loader(2, True), net, opt)
+    with pytest.raises(ValueError, match="teacher_network"):
+        TranslationTrainer("cpu", 1, _loader(2, True), net, opt, mode="mean_teacher")
+    with pytest.raises(ValueError, match="mode"):
+        TranslationTrainer("cpu", 1, _loader(2, True), net, opt, mode="gan")

@@ -1,0 +1,97 @@
+"""Smoke runs of the translation_semi_seg bundle on a tiny cluttered MNIST: every training config, evaluation with
+the translation panel, PNG inference and the workflow properties."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from bundle_utils import make_workflow, run_workflow
+from PIL import Image
+from test_cluttered_mnist import write_small_mnist
+
+BUNDLE = "translation_semi_seg"
+VARIANTS = ["seg_only.json", "ae_baseline.json", "mean_teacher.json", "sep_dec.json", "p_to_a_only.json"]
+VARIANTS += ["no_translation.json"]
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory) -> Path:
+    return write_small_mnist(tmp_path_factory.mktemp("mnist"), num_train=200, num_test=20)
+
+
+def _overrides(tmp: Path, mnist_dir: Path) -> dict:
+    return {
+        "output_dir": str(tmp / "outputs"),
+        "ckpt_dir": str(tmp / "models"),
+        "dataset_dir": str(mnist_dir),
+        "num_train": 40,
+        "num_val": 6,
+        "num_test": 8,
+        "labelled_fraction": 0.1,
+        "network_width": 0.125,
+        "batch_size": 4,
+        "absent_batch_size": 4,
+        "max_epochs": 1,
+        "epoch_length": 2,
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mnist_dir: Path) -> Path:
+    tmp = tmp_path_factory.mktemp("translation")
+    run_workflow(BUNDLE, ["train.json"], **_overrides(tmp, mnist_dir))
+    return tmp
+
+
+def test_properties_complete(tmp_path: Path, mnist_dir: Path):
+    train = make_workflow(BUNDLE, ["train.json"], "train", **_overrides(tmp_path, mnist_dir))
+    train.initialize()
+    assert train.check_properties() == []
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(tmp_path / "img.png")
+    infer = make_workflow(BUNDLE, ["inference.json"], "infer", dataset_dir=str(tmp_path), network_width=0.125)
+    infer.initialize()
+    assert infer.check_properties() == []
+
+
+def test_training_writes_checkpoints(trained: Path):
+    assert (trained / "models" / "model.pt").is_file()
+    assert (trained / "models" / "checkpoint_epoch=1.pt").is_file()
+
+
+def test_evaluate_reports_soft_dice_and_writes_translation_panel(trained: Path, mnist_dir: Path):
+    run_workflow(BUNDLE, ["train.json", "evaluate.json"], **_overrides(trained, mnist_dir))
+    report = json.loads((trained / "outputs" / "eval" / "metrics.json").read_text())
+    assert report["num_images"] == 8
+    assert 0.0 <= report["soft_dice_accumulated"]["digit"] <= 1.0
+    assert 0.0 <= report["summary"]["dice"]["mean"]["mean"] <= 1.0
+    assert (trained / "outputs" / "eval" / "panel.png").stat().st_size > 1000
+
+
+def test_inference_png(trained: Path, tmp_path: Path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((48, 48)) * 255).astype(np.uint8)).save(inputs / "digit.png")
+    out = tmp_path / "pred"
+    run_workflow(
+        BUNDLE,
+        ["inference.json"],
+        "infer",
+        dataset_dir=str(inputs),
+        output_dir=str(out),
+        ckpt_dir=str(trained / "models"),
+        network_width=0.125,
+    )
+    mask = np.squeeze(np.asarray(nib.load(out / "digit_seg.nii.gz").dataobj))
+    assert mask.shape == (48, 48) and set(np.unique(mask)) <= {0, 1}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_trains(variant: str, tmp_path: Path, mnist_dir: Path):
+    workflow = run_workflow(BUNDLE, ["train.json", variant], **{**_overrides(tmp_path, mnist_dir), "epoch_length": 1})
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    assert trainer.state.iteration == 1 and np.isfinite(float(trainer.state.output["loss"]))
+    assert (tmp_path / "models" / "model.pt").is_file()
