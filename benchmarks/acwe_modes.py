@@ -83,7 +83,7 @@ def train_and_evaluate(mode: str, out: Path, epochs_scale: float) -> dict[str, A
     workflow = _workflow(plan["configs"] + ["evaluate.json"], overrides)
     workflow.run()
     workflow.finalize()
-    report = json.loads((out / "outputs" / "eval" / ckpt_dir.name / "metrics.json").read_text())
+    report = json.loads((out / "outputs" / "eval" / ckpt_dir.name / "metrics.json").read_text(encoding="utf-8"))
     return {
         "method": mode,
         "dice": report["summary"]["dice"]["mean"],
@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     num_images = len(config.get_parsed_content("datalists")["test"])
     text = results_table(rows) + "\n\n" + speed_table(speed, num_images)
     text += f"\n\ntotal wall time {time.perf_counter() - start:.0f} s"
-    (out / "results.md").write_text(text + "\n")
-    (out / "results.json").write_text(json.dumps({"modes": rows, "speed": speed}, indent=2) + "\n")
+    (out / "results.md").write_text(text + "\n", encoding="utf-8")
+    (out / "results.json").write_text(json.dumps({"modes": rows, "speed": speed}, indent=2) + "\n", encoding="utf-8")
     print("\n" + text)
     print(f"\nresults: {out / 'results.md'}; panel: {args.panel}")
     return 0

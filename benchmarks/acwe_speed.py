@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     num_images = len(config.get_parsed_content("datalists")["test"])
     print(speed_table(rows, num_images))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

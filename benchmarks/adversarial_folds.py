@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             results.setdefault(label, []).append(run_row(configs, row_overrides, root / f"round{k}" / _slug(label)))
     table = fold_table(results)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "results.md").write_text(table + "\n")
-    (root / "results.json").write_text(json.dumps(results, indent=2))
+    (root / "results.md").write_text(table + "\n", encoding="utf-8")
+    (root / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     print("\n" + table)
     return 0
 

@@ -89,7 +89,7 @@ def run_row(configs: list[str], overrides: dict[str, Any], out: Path) -> dict[st
     workflow = _workflow([*configs, "evaluate.json"], overrides)
     workflow.run()
     workflow.finalize()
-    summary = json.loads((out / "outputs" / "eval" / "metrics.json").read_text())["summary"]
+    summary = json.loads((out / "outputs" / "eval" / "metrics.json").read_text(encoding="utf-8"))["summary"]
     result = {
         **{m: summary[m]["mean"]["mean"] for m in METRICS},
         "per_class_dice": {k: v["mean"] for k, v in summary["dice"].items() if k != "mean"},
@@ -97,7 +97,7 @@ def run_row(configs: list[str], overrides: dict[str, Any], out: Path) -> dict[st
         "semi_iterations": len(coverage),
         "mean_coverage": float(np.mean(coverage)) if coverage else None,
     }
-    (out / "row.json").write_text(json.dumps(result, indent=2))
+    (out / "row.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     return result
 
 
@@ -199,15 +199,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         out = root / _slug(label)
         if args.assemble:
-            result = json.loads((out / "row.json").read_text())
+            result = json.loads((out / "row.json").read_text(encoding="utf-8"))
         else:
             print(f"== {label} ==", flush=True)
             result = run_row(configs, {**overrides, **extra}, out)
         rows.append({"method": label, "paper": paper, **result})
     table = results_table(rows)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "results.md").write_text(table + "\n")
-    (root / "results.json").write_text(json.dumps(rows, indent=2))
+    (root / "results.md").write_text(table + "\n", encoding="utf-8")
+    (root / "results.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
     print("\n" + table)
     if args.panel and len(rows) == len(ROWS):
         write_panel(root, overrides, Path(args.panel))

@@ -148,7 +148,7 @@ def run_one(run: DemoRun, out_root: Path, epochs_scale: float) -> dict[str, Any]
     workflow.run()
     workflow.finalize()
     eval_dir = out / "outputs" / "eval"
-    report = json.loads((eval_dir / "metrics.json").read_text())
+    report = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
     panel = eval_dir / "panel.png"
     if panel.is_file():
         (out_root / "panels").mkdir(parents=True, exist_ok=True)
@@ -197,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {run.bundle} on demo task '{run.task}' ==", flush=True)
         rows.append(run_one(run, out_root, args.epochs_scale))
     table = results_table(rows)
-    (out_root / "results.md").write_text(table + "\n")
-    (out_root / "results.json").write_text(json.dumps(rows, indent=2))
+    (out_root / "results.md").write_text(table + "\n", encoding="utf-8")
+    (out_root / "results.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
     print("\n" + table)
     print(f"\nresults: {out_root / 'results.md'}; pictures: {out_root / 'panels'}")
     return 0

@@ -79,7 +79,7 @@ def run_one(variant: str | None, seed: int, out: Path, args: argparse.Namespace)
         workflow.finalize()
         if workflow_type == "train":
             train_s = time.perf_counter() - start
-    report = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    report = json.loads((run_dir / "eval" / "metrics.json").read_text(encoding="utf-8"))
     panels = out / "panels"
     panels.mkdir(parents=True, exist_ok=True)
     shutil.copy(run_dir / "eval" / "panel.png", panels / f"{name}_seed{seed}.png")
@@ -137,8 +137,10 @@ def main() -> None:
     lines += ["", f"Reduced {schedule}; the paper's values come from the full schedule on a GPU."]
     text = "\n".join(lines)
     print(text)
-    (args.out / "results.md").write_text(text + "\n")
-    (args.out / "results.json").write_text(json.dumps({"schedule": schedule, "results": results}, indent=1))
+    (args.out / "results.md").write_text(text + "\n", encoding="utf-8")
+    (args.out / "results.json").write_text(
+        json.dumps({"schedule": schedule, "results": results}, indent=1), encoding="utf-8"
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def write_volume_dataset(root: Path, num_cases: int = 6, shape=(16, 16, 8), seed
         nib.save(nib.Nifti1Image(label, np.diag([1.0, 1.0, 2.0, 1.0])), root / "labelsTr" / f"case_{i}.nii.gz")
         items.append({"image": f"./imagesTr/case_{i}.nii.gz", "label": f"./labelsTr/case_{i}.nii.gz"})
     (root / "dataset.json").write_text(
-        json.dumps({"name": "tiny", "labels": {"0": "bg", "1": "tumour"}, "training": items})
+        json.dumps({"name": "tiny", "labels": {"0": "bg", "1": "tumour"}, "training": items}), encoding="utf-8"
     )
     return root
 

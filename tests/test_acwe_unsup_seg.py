@@ -43,8 +43,8 @@ def trained(tmp_path_factory) -> Path:
 
 
 def test_metadata_validates():
-    metadata = json.loads(Path(config_path(BUNDLE, "metadata.json")).read_text())
-    jsonschema.validate(metadata, json.loads(SCHEMA.read_text()))
+    metadata = json.loads(Path(config_path(BUNDLE, "metadata.json")).read_text(encoding="utf-8"))
+    jsonschema.validate(metadata, json.loads(SCHEMA.read_text(encoding="utf-8")))
 
 
 def test_properties_complete(tmp_path: Path):
@@ -81,7 +81,7 @@ def test_training_writes_checkpoints(trained: Path):
 def test_evaluate_writes_report_and_panel(trained: Path):
     run_workflow(BUNDLE, ["train.json", "mode4_joint.json", "evaluate.json"], **_overrides(trained, "mode4"))
     eval_dir = trained / "outputs" / "eval" / "mode4"
-    report = json.loads((eval_dir / "metrics.json").read_text())
+    report = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
     assert 0.0 <= report["summary"]["dice"]["mean"]["mean"] <= 1.0
     assert report["per_image"]
     assert (eval_dir / "panel.png").stat().st_size > 1000

@@ -150,8 +150,8 @@ def test_warm_up_has_no_pseudo_labels(amp: bool):
 
 def test_metadata_and_properties(tmp_path: Path):
     """metadata.json validates against MONAI's schema; train and infer properties are complete."""
-    metadata = json.loads(Path(config_path(BUNDLE, "metadata.json")).read_text())
-    jsonschema.validate(metadata, json.loads(SCHEMA.read_text()))
+    metadata = json.loads(Path(config_path(BUNDLE, "metadata.json")).read_text(encoding="utf-8"))
+    jsonschema.validate(metadata, json.loads(SCHEMA.read_text(encoding="utf-8")))
     train = make_workflow(BUNDLE, ["train.json"], "train", **_overrides(tmp_path))
     train.initialize()
     assert train.check_properties() == []
@@ -166,7 +166,7 @@ def test_semi_training_uses_unlabelled_data(trained: tuple[Path, list[dict]]):
     assert (tmp / "models" / "model.pt").is_file()
     assert (tmp / "models" / "checkpoint_epoch=2.pt").is_file()
     assert outputs and all(0.0 < o["coverage"] <= 1.0 for o in outputs)
-    datalist = json.loads(next((tmp / "outputs" / "prepared").glob("*/datalist.json")).read_text())
+    datalist = json.loads(next((tmp / "outputs" / "prepared").glob("*/datalist.json")).read_text(encoding="utf-8"))
     assert datalist["unlabeled"] and all("label" not in item for item in datalist["unlabeled"])
 
 
@@ -187,7 +187,7 @@ def test_resume_and_coverage_logged(trained: tuple[Path, list[dict]]):
 def test_evaluate_reports_per_class(trained: tuple[Path, list[dict]]):
     tmp, _ = trained
     run_workflow(BUNDLE, ["train.json", "evaluate.json"], **_overrides(tmp))
-    summary = json.loads((tmp / "outputs" / "eval" / "metrics.json").read_text())["summary"]
+    summary = json.loads((tmp / "outputs" / "eval" / "metrics.json").read_text(encoding="utf-8"))["summary"]
     for metric in ("iou", "dice", "specificity", "precision"):
         assert set(summary[metric]) == {"aorta", "pulmonary artery", "mean"}
     assert (tmp / "outputs" / "eval" / "panel.png").is_file()
@@ -229,13 +229,13 @@ def test_inference_writes_masks(trained: tuple[Path, list[dict]], tmp_path: Path
 def test_five_fold_datalists(tmp_path: Path):
     """Tan et al.'s protocol: per round 1 test fold, 2 labelled, 2 unlabelled (labels removed), split by volume."""
     items = [{"image": f"/data/v{i}.nii.gz", "label": f"/data/l{i}.nii.gz"} for i in range(10)]
-    (tmp_path / "dataset.json").write_text(json.dumps({"training": items}))
+    (tmp_path / "dataset.json").write_text(json.dumps({"training": items}), encoding="utf-8")
     rounds = cross_validation_datalists(tmp_path / "dataset.json", tmp_path / "folds", seed=1)
     assert len(rounds) == 5
     tests = []
     for paths in rounds:
-        semi = json.loads(paths["semi"].read_text())
-        full = json.loads(paths["full"].read_text())
+        semi = json.loads(paths["semi"].read_text(encoding="utf-8"))
+        full = json.loads(paths["full"].read_text(encoding="utf-8"))
         sets = [{i["image"] for i in semi[key]} for key in ("test", "training", "unlabeled")]
         assert [len(s) for s in sets] == [2, 4, 4] and len(set.union(*sets)) == 10
         assert all("label" not in i for i in semi["unlabeled"])

@@ -58,14 +58,16 @@ def test_nan_in_image_names_file(volume_dataset: Path, tmp_path: Path):
 
 def test_empty_label_set(tmp_path: Path):
     root = write_volume_dataset(tmp_path / "d", num_cases=1)
-    (root / "dataset.json").write_text(json.dumps({"training": []}))
+    (root / "dataset.json").write_text(json.dumps({"training": []}), encoding="utf-8")
     with pytest.raises(ValueError, match="'training' list is empty"):
         _prepare(root, tmp_path / "work")
 
 
 def test_unlabelled_training_item(tmp_path: Path):
     root = write_volume_dataset(tmp_path / "d", num_cases=1)
-    (root / "dataset.json").write_text(json.dumps({"training": [{"image": "./imagesTr/case_0.nii.gz"}]}))
+    (root / "dataset.json").write_text(
+        json.dumps({"training": [{"image": "./imagesTr/case_0.nii.gz"}]}), encoding="utf-8"
+    )
     with pytest.raises(ValueError, match="has no 'label'"):
         _prepare(root, tmp_path / "work")
 
@@ -76,7 +78,7 @@ def test_missing_dataset_dir_and_datalist(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="dataset.json"):
         _prepare(tmp_path / "empty", tmp_path / "work")
-    (tmp_path / "empty" / "dataset.json").write_text("{not json")
+    (tmp_path / "empty" / "dataset.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ValueError, match="not valid JSON"):
         _prepare(tmp_path / "empty", tmp_path / "work")
 

@@ -25,7 +25,7 @@ def write_small_mnist(folder: Path, num_train: int = 400, num_test: int = 60) ->
     folder.mkdir(parents=True, exist_ok=True)
     for split, count in (("train", num_train), ("test", num_test)):
         with open(data / f"mnist_{split}.csv") as src:
-            (folder / f"mnist_{split}.csv").write_text("".join(itertools.islice(src, count + 1)))
+            (folder / f"mnist_{split}.csv").write_text("".join(itertools.islice(src, count + 1)), encoding="utf-8")
     return folder
 
 
@@ -78,7 +78,7 @@ def test_prepare_is_deterministic_and_labels_only_nines(mnist_dir: Path, tmp_pat
         "training": 10,
     }
     digits = np.load(a / "train_present_digits.npy")
-    labelled = json.loads((a / "index.json").read_text())["labelled"]
+    labelled = json.loads((a / "index.json").read_text(encoding="utf-8"))["labelled"]
     assert len(labelled) == 10 and set(digits[labelled]) == {9}
     assert sum(item["labelled"] for item in lists["present"]) == 10
     item = lists["present"][0]

@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLES = sorted(p for p in (REPO / "bundles").iterdir() if (p / "configs").is_dir())
-SCHEMA = json.loads((Path(__file__).parent / "data" / "meta_schema_20240725.json").read_text())
+SCHEMA = json.loads((Path(__file__).parent / "data" / "meta_schema_20240725.json").read_text(encoding="utf-8"))
 
 TRAIN_KEYS = ["bundle_root", "device", "dataset_dir", "network_def", "network", "val_interval", "initialize", "run"]
 TRAIN_NESTED = [
@@ -50,7 +50,7 @@ BUNDLE_FILES = [
 
 
 def _configs(bundle: Path) -> dict[str, dict]:
-    return {p.name: json.loads(p.read_text()) for p in sorted((bundle / "configs").glob("*.json"))}
+    return {p.name: json.loads(p.read_text(encoding="utf-8")) for p in sorted((bundle / "configs").glob("*.json"))}
 
 
 def test_there_are_bundles():
@@ -66,7 +66,7 @@ def test_bundle_files(bundle: Path):
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
 def test_metadata_validates_against_monai_schema(bundle: Path):
-    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
     jsonschema.validate(meta, SCHEMA)
     for key in ("name", "changelog", "data_source", "intended_use", "references", "label_classes", "pred_classes"):
         assert key in meta, f"{bundle.name}/configs/metadata.json lacks {key}"

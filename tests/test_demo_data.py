@@ -54,7 +54,7 @@ def test_registry() -> None:
 def test_dataset_json(task: str, datasets: dict[str, Path]) -> None:
     dataset_json = datasets[task]
     assert dataset_json == dataset_json.parent / "dataset.json"
-    dataset = json.loads(dataset_json.read_text())
+    dataset = json.loads(dataset_json.read_text(encoding="utf-8"))
     assert "Synthetic" in dataset["description"] and "not real patient data" in dataset["description"]
     assert "(seed 0)" in dataset["description"]
     assert dataset["tensorImageSize"] == f"{len(LABEL_SHAPES[task])}D"
@@ -72,7 +72,7 @@ def test_dataset_json(task: str, datasets: dict[str, Path]) -> None:
 
 @pytest.mark.parametrize("task", sorted(IMAGE_SHAPES))
 def test_arrays(task: str, datasets: dict[str, Path], cases: dict) -> None:
-    label_values = {int(value) for value in json.loads(datasets[task].read_text())["labels"]}
+    label_values = {int(value) for value in json.loads(datasets[task].read_text(encoding="utf-8"))["labels"]}
     assert label_values == LABEL_VALUES.get(task, {0, 1})
     found = set()
     for image, label in cases[task]:

@@ -3,6 +3,7 @@ PNG, JPEG, TIFF, and the prepared channel-first .npy."""
 
 from __future__ import annotations
 
+import locale
 from pathlib import Path
 
 import nibabel as nib
@@ -37,7 +38,9 @@ def test_dicom_series_folder(tmp_path: Path):
         s.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1")  # series instance UID
         writer.SetFileName(str(folder / f"slice_{z:03d}.dcm"))
         writer.Execute(s)
+    encoding = locale.getpreferredencoding(False)
     volume = load_array(str(folder))
+    assert locale.getpreferredencoding(False) == encoding  # GDCM resets the locale; load_array restores it
     assert volume.shape == (1, 6, 5, 4)
     np.testing.assert_array_equal(np.asarray(volume)[0], np.transpose(VOLUME, (2, 1, 0)))
 

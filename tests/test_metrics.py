@@ -238,8 +238,8 @@ def test_report_json_round_trip(tmp_path):
     json_path, md_path = report.write(tmp_path / "out", prefix="val")
     assert json_path == tmp_path / "out" / "val.json" and md_path == tmp_path / "out" / "val.md"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["val.json", "val.md"]  # no temporary files left
-    loaded = json.loads(json_path.read_text())
-    assert md_path.read_text() == report.to_markdown(title="val")
+    loaded = json.loads(json_path.read_text(encoding="utf-8"))
+    assert md_path.read_text(encoding="utf-8") == report.to_markdown(title="val")
     assert loaded["num_images"] == 3
     assert loaded["per_image"][2]["dice"] == {"lesion": None}  # NaN is written as null
     summary = report.summary()
@@ -248,7 +248,7 @@ def test_report_json_round_trip(tmp_path):
             for stat, value in stats.items():
                 assert value == pytest.approx(summary[metric][key][stat])
     report.to_json(tmp_path / "again.json")
-    assert json.loads((tmp_path / "again.json").read_text()) == loaded
+    assert json.loads((tmp_path / "again.json").read_text(encoding="utf-8")) == loaded
 
 
 def make_item(pred_map: torch.Tensor, label_map: torch.Tensor, name: str, num_classes: int) -> dict:
@@ -271,11 +271,11 @@ def test_handler_with_engine(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="common.metrics.segmentation"):
         engine.run([items[:1], items[1:]], max_epochs=2)
 
-    record = json.loads((tmp_path / "val.json").read_text())
+    record = json.loads((tmp_path / "val.json").read_text(encoding="utf-8"))
     assert record["num_images"] == 2  # reset at each epoch
     assert [r["name"] for r in record["per_image"]] == ["/data/case_0.nii.gz", "/data/case_1.nii.gz"]
     assert record["per_image"][0]["dice"] == {"liver": pytest.approx(0.75), "tumour": pytest.approx(0.5)}
-    assert (tmp_path / "val.md").read_text().startswith("## val\n\n| class | dice | soft_dice | iou |")
+    assert (tmp_path / "val.md").read_text(encoding="utf-8").startswith("## val\n\n| class | dice | soft_dice | iou |")
     metrics = engine.state.metrics
     assert metrics["report_dice"] == pytest.approx(((0.75 + 0.5) / 2 + 1.0) / 2)
     assert metrics["report_iou"] == pytest.approx(((0.6 + 1 / 3) / 2 + 1.0) / 2)

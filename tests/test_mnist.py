@@ -89,7 +89,7 @@ def test_csv_npz_cache(tmp_path, monkeypatch):
     source, cache = tmp_path / "src", tmp_path / "cache"
     source.mkdir()
     csv = source / "mnist_train.csv"
-    csv.write_text(csv_text(IMAGES, LABELS, header=True))
+    csv.write_text(csv_text(IMAGES, LABELS, header=True), encoding="utf-8")
     load_mnist("train", source=source, cache_dir=cache)
     assert [p.name for p in cache.iterdir()] == ["mnist_train.npz"]
 
@@ -102,16 +102,18 @@ def test_csv_npz_cache(tmp_path, monkeypatch):
     np.testing.assert_array_equal(images, IMAGES)
     np.testing.assert_array_equal(labels, LABELS)
 
-    csv.write_text(csv_text(IMAGES[:2], LABELS[:2], header=True))  # the CSV changed: the cache is rebuilt
+    csv.write_text(
+        csv_text(IMAGES[:2], LABELS[:2], header=True), encoding="utf-8"
+    )  # the CSV changed: the cache is rebuilt
     assert load_mnist("train", source=source, cache_dir=cache)[0].shape == (2, 28, 28)
 
 
 def test_csv_errors_name_the_file(tmp_path):
     csv = tmp_path / "mnist_train.csv"
-    csv.write_text("5,0,256\n")
+    csv.write_text("5,0,256\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"mnist_train\.csv: not an MNIST CSV"):
         load_mnist("train", source=tmp_path)
-    csv.write_text("5,0,255\n")
+    csv.write_text("5,0,255\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"mnist_train\.csv: 3 columns, expected 785"):
         load_mnist("train", source=tmp_path)
 

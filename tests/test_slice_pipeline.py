@@ -133,7 +133,7 @@ def test_multichannel_volumes(tmp_path: Path):
     nib.save(nib.Nifti1Image(image, np.eye(4)), root / "imagesTr" / "a.nii.gz")
     nib.save(nib.Nifti1Image(label, np.eye(4)), root / "labelsTr" / "a.nii.gz")
     (root / "dataset.json").write_text(
-        json.dumps({"training": [{"image": "./imagesTr/a.nii.gz", "label": "./labelsTr/a.nii.gz"}]})
+        json.dumps({"training": [{"image": "./imagesTr/a.nii.gz", "label": "./labelsTr/a.nii.gz"}]}), encoding="utf-8"
     )
     lists = prepare_datalists(str(root), str(tmp_path / "w"), val_fraction=0, test_fraction=0, num_channels=3)
     assert np.load(lists["training"][0]["image"]).shape == (3, 10, 10)

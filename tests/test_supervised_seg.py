@@ -66,10 +66,10 @@ def test_resume_continues_from_checkpoint(trained: Path):
 
 def test_evaluate_writes_report_and_panel(trained: Path):
     run_workflow(BUNDLE, ["train.json", "evaluate.json"], **_overrides(trained))
-    report = json.loads((trained / "outputs" / "eval" / "metrics.json").read_text())
+    report = json.loads((trained / "outputs" / "eval" / "metrics.json").read_text(encoding="utf-8"))
     assert 0.0 <= report["summary"]["dice"]["mean"]["mean"] <= 1.0
     assert report["per_image"]
-    assert (trained / "outputs" / "eval" / "metrics.md").read_text().count("|") > 4
+    assert (trained / "outputs" / "eval" / "metrics.md").read_text(encoding="utf-8").count("|") > 4
     assert (trained / "outputs" / "eval" / "panel.png").stat().st_size > 1000
 
 

@@ -21,7 +21,7 @@ def _write_msd(folder: Path, images: list[np.ndarray], labels: list[np.ndarray])
         nib.save(nib.Nifti1Image(image.astype(np.float32), np.eye(4)), folder / "imagesTr" / f"case_{i}.nii.gz")
         nib.save(nib.Nifti1Image(label.astype(np.uint8), np.eye(4)), folder / "labelsTr" / f"case_{i}.nii.gz")
         items.append({"image": f"./imagesTr/case_{i}.nii.gz", "label": f"./labelsTr/case_{i}.nii.gz"})
-    (folder / "dataset.json").write_text(json.dumps({"training": items}))
+    (folder / "dataset.json").write_text(json.dumps({"training": items}), encoding="utf-8")
     return folder
 
 
@@ -108,7 +108,7 @@ def test_bundle_trains_and_evaluates_on_brats_layout(tmp_path: Path):
     }
     run_workflow("translation_semi_seg", ["train.json", "brats.json"], **overrides)
     run_workflow("translation_semi_seg", ["train.json", "brats.json", "evaluate.json"], **overrides)
-    report = json.loads((tmp_path / "outputs" / "eval" / "metrics.json").read_text())
+    report = json.loads((tmp_path / "outputs" / "eval" / "metrics.json").read_text(encoding="utf-8"))
     assert report["num_images"] >= 1 and "tumour" in report["soft_dice_accumulated"]
 
 

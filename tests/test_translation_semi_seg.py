@@ -64,7 +64,7 @@ def test_training_writes_checkpoints(trained: Path):
 
 def test_evaluate_reports_soft_dice_and_writes_translation_panel(trained: Path, mnist_dir: Path):
     run_workflow(BUNDLE, ["train.json", "evaluate.json"], **_overrides(trained, mnist_dir))
-    report = json.loads((trained / "outputs" / "eval" / "metrics.json").read_text())
+    report = json.loads((trained / "outputs" / "eval" / "metrics.json").read_text(encoding="utf-8"))
     assert report["num_images"] == 8
     assert 0.0 <= report["soft_dice_accumulated"]["digit"] <= 1.0
     assert 0.0 <= report["summary"]["dice"]["mean"]["mean"] <= 1.0

@@ -230,7 +230,9 @@ def prepare_cluttered_mnist(
     num_labelled = min(len(candidates), max(1, int(round(labelled_fraction * n_train))))
     labelled = np.sort(np.random.default_rng(label_seq).choice(candidates, num_labelled, replace=False))
     np.save(folder / "train_present_digits.npy", train_labels[train_idx])
-    (folder / "index.json").write_text(json.dumps({"settings": settings, "labelled": labelled.tolist()}, indent=1))
+    (folder / "index.json").write_text(
+        json.dumps({"settings": settings, "labelled": labelled.tolist()}, indent=1), encoding="utf-8"
+    )
     return publish(folder, final)
 
 
@@ -256,7 +258,7 @@ def cluttered_mnist_datalists(folder: str | os.PathLike) -> dict[str, list[dict[
         those labelled ones (the seg-only baseline); validation and test P items are all ``labelled`` 1.
     """
     folder = Path(folder)
-    index = json.loads((folder / "index.json").read_text())
+    index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
     labelled = set(index["labelled"])
 
     def load(split: str, name: str) -> np.ndarray:

@@ -26,7 +26,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2)
         os.replace(tmp, path)
     except BaseException:
@@ -41,7 +41,7 @@ def read_json(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: datalist file not found.")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e}); expected an MSD-style dataset.json.") from e
 

@@ -179,7 +179,9 @@ def _write_dataset(
     if not training:
         raise ValueError("num_cases must be at least 1.")
     dataset_json = out_dir / "dataset.json"
-    dataset_json.write_text(json.dumps({**header, "numTraining": len(training), "training": training}, indent=4))
+    dataset_json.write_text(
+        json.dumps({**header, "numTraining": len(training), "training": training}, indent=4), encoding="utf-8"
+    )
     return dataset_json
 
 

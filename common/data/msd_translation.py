@@ -180,7 +180,7 @@ def _prepare(
     settings: dict,
 ) -> Path:
     dataset_dir = Path(dataset_dir)
-    cases = json.loads((dataset_dir / "dataset.json").read_text())["training"]
+    cases = json.loads((dataset_dir / "dataset.json").read_text(encoding="utf-8"))["training"]
     settings = {**settings, "task": task, "num_cases": len(cases), "split_fractions": list(split_fractions)}
     settings.update(labelled_fraction=labelled_fraction, seed=seed, dataset_dir=str(dataset_dir.resolve()))
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
@@ -217,7 +217,9 @@ def _prepare(
         _write(folder, f"{split}_present_images", p_img, shape, np.float32)
         _write(folder, f"{split}_present_masks", p_mask, (1, *shape[1:]), np.uint8)
         _write(folder, f"{split}_absent_images", a_img, shape, np.float32)
-    (folder / "index.json").write_text(json.dumps({"settings": settings, "labelled": labelled}, indent=1))
+    (folder / "index.json").write_text(
+        json.dumps({"settings": settings, "labelled": labelled}, indent=1), encoding="utf-8"
+    )
     return publish(folder, final)
 
 

@@ -11,8 +11,10 @@ it at all; slices in between are dropped. Unlabelled slices get the domain "unla
 
 from __future__ import annotations
 
+import locale
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,12 +77,24 @@ def _loader(path: str) -> LoadImage:
     return LoadImage(reader=reader, image_only=True, ensure_channel_first=True)
 
 
+@contextmanager
+def _process_locale_kept() -> Iterator[None]:
+    """Restore the process locale afterwards: ITK's DICOM reader (GDCM) resets it to "C", after which Python writes
+    non-ASCII text (e.g. the "±" of metric tables) with the ASCII codec and fails."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
 def load_array(path: str, what: str = "image") -> torch.Tensor:
     """Load ``path`` channel-first with MONAI, turning any reader failure into an error that names the file."""
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: {what} file not found.")
     try:
-        return _loader(path)(path)
+        with _process_locale_kept():
+            return _loader(path)(path)
     except Exception as e:  # readers raise many types; all mean the same to the user
         raise ValueError(f"{path}: could not be read as an {what} ({type(e).__name__}: {e}).") from e
 
