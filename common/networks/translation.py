@@ -5,7 +5,7 @@ An encoder ``E`` splits an image into a common code ``c`` (anatomy shared by the
 "present") and a unique code ``u`` (what only P has), Eq. 1. A common decoder ``G_com(c)`` draws the "healthy" image,
 a residual decoder ``G_res(c, u)`` the additive residual that puts the target back (Eq. 2-4); the residual decoder,
 with its own normalisation parameters (mode ``"segment"``), is also the segmentation decoder (Sec. 3.3). Values as in
-the authors' code (github.com/veugene/genseg), see ``/work/shared/methods/translation_semi_seg.md``.
+the authors' code (github.com/veugene/genseg), as recorded in the project's method specification.
 """
 
 from __future__ import annotations
