@@ -39,7 +39,9 @@ def test_torchrun_two_processes(tmp_path: Path):
     for key, value in overrides.items():
         args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        args, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600
+    )
     log = result.stdout[-4000:] + result.stderr[-4000:]
     assert result.returncode == 0, log
     assert (tmp_path / "models" / "checkpoint_epoch=1.pt").is_file(), log

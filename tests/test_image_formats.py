@@ -25,9 +25,7 @@ def test_nifti_and_nrrd_volumes_agree(tmp_path: Path):
     np.testing.assert_array_equal(np.asarray(nifti), np.asarray(nrrd))
 
 
-def test_dicom_series_folder(tmp_path: Path):
-    folder = tmp_path / "series"
-    folder.mkdir()
+def _write_dicom_series(folder: Path) -> None:
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     image = sitk.GetImageFromArray(VOLUME)
@@ -38,9 +36,18 @@ def test_dicom_series_folder(tmp_path: Path):
         s.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1")  # series instance UID
         writer.SetFileName(str(folder / f"slice_{z:03d}.dcm"))
         writer.Execute(s)
-    encoding = locale.getpreferredencoding(False)
+
+
+def test_dicom_series_folder(tmp_path: Path):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_dicom_series(folder)  # GDCM's writer resets the process locale to "C" too
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
     volume = load_array(str(folder))
-    assert locale.getpreferredencoding(False) == encoding  # GDCM resets the locale; load_array restores it
+    assert locale.setlocale(locale.LC_ALL) == saved  # GDCM's reader resets the locale; load_array restores it
     assert volume.shape == (1, 6, 5, 4)
     np.testing.assert_array_equal(np.asarray(volume)[0], np.transpose(VOLUME, (2, 1, 0)))
 

@@ -55,7 +55,9 @@ def test_sigkill_mid_training_resumes_to_the_same_final_epoch(tmp_path: Path):
     assert all(name.endswith(".pt") for name in saved), f"partial files left: {saved}"
     for name in saved:  # every file on disk is a whole checkpoint
         torch.load(tmp_path / "models" / name, map_location="cpu", weights_only=False)
-    resumed = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        args, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600
+    )
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert "resuming from" in resumed.stdout + resumed.stderr
     final = torch.load(tmp_path / "models" / "checkpoint_epoch=4.pt", map_location="cpu", weights_only=False)

@@ -106,6 +106,8 @@ def test_cli_run_training(tmp_path: Path):
     for key, value in overrides.items():
         args += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        args, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "models" / "model.pt").is_file()
