@@ -18,7 +18,8 @@ from monai.handlers import StatsHandler
 from torch import nn
 
 from common.data.folds import cross_validation_datalists
-from common.engines.adversarial_semi import AdversarialSemiTrainer, OutputTerms, confident_pseudo_labels
+from common.engines.adversarial_semi import AdversarialSemiTrainer, confident_pseudo_labels
+from common.engines.utils import ScalarTerms, endless
 from common.networks.fc_discriminator import FCDiscriminator
 
 BUNDLE = "adversarial_semi_seg"
@@ -51,7 +52,7 @@ def trained(tmp_path_factory) -> tuple[Path, list[dict]]:
     trainer = workflow.parser.get_parsed_content("train#trainer")
     outputs: list[dict] = []
     trainer.add_event_handler(
-        Events.ITERATION_COMPLETED, lambda e: outputs.append(OutputTerms(["coverage"])(e.state.output))
+        Events.ITERATION_COMPLETED, lambda e: outputs.append(ScalarTerms(["coverage"])(e.state.output))
     )
     workflow.run()
     workflow.finalize()
@@ -242,3 +243,10 @@ def test_five_fold_datalists(tmp_path: Path):
         assert {i["image"] for i in full["training"]} == sets[1] | sets[2]
         tests += sets[0]
     assert len(set(tests)) == 10
+
+
+def test_endless_reiterates_and_rejects_an_empty_loader():
+    batches = endless([1, 2], "unlabelled")
+    assert [next(batches) for _ in range(5)] == [1, 2, 1, 2, 1]
+    with pytest.raises(ValueError, match="unlabelled data loader is empty"):
+        next(endless([], "unlabelled"))

@@ -16,12 +16,12 @@ a batch from an endless iterator over the unlabelled loader, then
 Without a discriminator (``d_network=None``) it is plain cross-entropy training of S on the labelled data, the
 "labels only" baseline. ``engine.state.output`` holds the loss terms, the pseudo-label ``coverage`` (share of
 unlabelled pixels above ``T_semi``) and the mean confidence, ready for ``StatsHandler`` and TensorBoard through
-:class:`OutputTerms`.
+:class:`common.engines.utils.ScalarTerms`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -33,18 +33,9 @@ from monai.utils import CommonKeys as Keys
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-__all__ = ["AdversarialSemiTrainer", "OutputTerms", "confident_pseudo_labels", "endless"]
+from common.engines.utils import endless
 
-
-def endless(loader: DataLoader) -> Iterator[Any]:
-    """Batches of ``loader`` forever, re-iterating it (and so reshuffling) each time it is exhausted."""
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("the unlabelled data loader is empty.")
+__all__ = ["AdversarialSemiTrainer", "confident_pseudo_labels"]
 
 
 def confident_pseudo_labels(
@@ -64,18 +55,6 @@ def confident_pseudo_labels(
     mask = confidence[:, 0] > threshold
     labels = probs.argmax(dim=1)
     return torch.where(mask, labels, torch.full_like(labels, ignore_index)), mask
-
-
-class OutputTerms:
-    """``output_transform`` for ``StatsHandler`` / ``TensorBoardStatsHandler``: ``{key: float}`` of the scalar terms
-    of the (decollated or batch) trainer output, e.g. ``loss``, ``loss_d``, ``coverage``."""
-
-    def __init__(self, keys: Sequence[str]) -> None:
-        self.keys = tuple(keys)
-
-    def __call__(self, output: Mapping | Sequence[Mapping]) -> dict[str, float]:
-        first = output[0] if isinstance(output, Sequence) else output
-        return {k: float(first[k]) for k in self.keys if k in first}
 
 
 class AdversarialSemiTrainer(Trainer):
@@ -198,7 +177,7 @@ class AdversarialSemiTrainer(Trainer):
     def _next_unlabeled(self) -> torch.Tensor:
         """The next ``(B, Cin, H, W)`` unlabelled image batch on the device."""
         if self._unlabeled is None:
-            self._unlabeled = endless(self.unlabeled_data_loader)
+            self._unlabeled = endless(self.unlabeled_data_loader, "unlabelled")
         batch = next(self._unlabeled)
         return batch[Keys.IMAGE].to(self.state.device, non_blocking=self.non_blocking, **self.to_kwargs)
 

@@ -28,7 +28,7 @@ TranslationSegNet`:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,33 +43,15 @@ from torch.nn.utils import parametrize
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
+from common.engines.utils import endless
 from common.losses.translation import hinge_discriminator_loss, hinge_generator_loss, soft_dice_loss
 from common.networks.translation import TranslationSegNet
 from common.visualize import save_panel
 
-__all__ = ["DIRECTIONS", "MODES", "LossTerms", "TranslationPanelSaver", "TranslationTrainer", "endless"]
+__all__ = ["DIRECTIONS", "MODES", "TranslationPanelSaver", "TranslationTrainer"]
 
 MODES = ("translation", "segmentation", "autoencoder", "mean_teacher")
 DIRECTIONS = ("both", "p_to_a", "none")
-
-
-def endless(loader: DataLoader) -> Iterator[Any]:
-    """Batches of ``loader`` forever, re-iterating (and so reshuffling) it each time it is exhausted."""
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("the absent-domain data loader is empty.")
-
-
-class LossTerms:
-    """``output_transform`` for ``StatsHandler`` / TensorBoard: ``{name: float}`` of the trainer output's scalar
-    loss terms (keys starting with ``loss``)."""
-
-    def __call__(self, output: Mapping[str, Any]) -> dict[str, float]:
-        return {k: float(v) for k, v in output.items() if k.startswith("loss")}
 
 
 def _average_gradients(optimizer: Optimizer) -> None:
@@ -226,7 +208,7 @@ class TranslationTrainer(Trainer):
         if self.absent_data_loader is None:
             return None
         if self._absent is None:
-            self._absent = endless(self.absent_data_loader)
+            self._absent = endless(self.absent_data_loader, "absent-domain")
         return self._to_device(torch.as_tensor(next(self._absent)[Keys.IMAGE]))
 
     def _discriminators(self) -> list[torch.nn.Module]:
