@@ -1,0 +1,236 @@
+"""Stage 3 of AF-Seg (Yu, Dong et al., ISBI 2020, Sec. 2.3): corresponding synthesis and segmentation, end to end.
+
+Three networks are trained together on real images ``x`` with weak labels ``y`` (stage 1) and clean backgrounds
+``b`` (stage 2), all ``(B, 1, H, W)``:
+
+* generator ``G`` (U-Net): ``G(x)`` is a synthetic image that keeps the objects of the weak label,
+  ``L_shape = mean(|y * (G(x) - x)|)``, and whose background looks like a clean background to ``D``;
+* discriminator ``D`` (patch discriminator) sees backgrounds only: real ``(1 - y) * b``, fake ``(1 - y) * G(x)``;
+  it makes ``G`` remove the objects the weak label missed (its false negatives);
+* segmenter ``S`` (U-Net): ``L_seg = BCE(S(G(x)), y)``. The weak label is exactly right for the synthetic image.
+
+Generator objective ``L = L_GAN + L_seg + mu * L_shape`` (``mu = 50``), minimised over ``G`` and ``S`` together;
+``D`` minimises its own adversarial loss. At test time ``S`` runs on real images.
+
+``monai.engines.GanTrainer`` is unconditional (its generator input is a latent vector), so this is a separate
+``monai.engines.Trainer`` subclass in its style.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.engines import Trainer
+from monai.engines.utils import IterationEvents, default_metric_cmp_fn
+from monai.losses import PatchAdversarialLoss
+from monai.transforms import Transform
+from torch.optim.optimizer import Optimizer
+from torch.utils.data import DataLoader
+
+from common.visualize import save_panel
+
+__all__ = ["AFSegTrainer", "linear_decay", "save_pipeline_panel"]
+
+
+def linear_decay(constant_epochs: int, decay_epochs: int) -> Callable[[int], float]:
+    """Learning-rate factor of pix2pix/AF-Seg: 1 for ``constant_epochs``, then linear to 0 over ``decay_epochs``.
+
+    For ``torch.optim.lr_scheduler.LambdaLR`` stepped once per epoch (``LrScheduleHandler(epoch_level=True)``).
+    """
+
+    def factor(epoch: int) -> float:
+        return 1.0 - max(0, epoch + 1 - constant_epochs) / float(decay_epochs + 1)
+
+    return factor
+
+
+def _last(output: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """The final prediction of a discriminator that returns its intermediate features (``PatchDiscriminator``)."""
+    return output[-1] if isinstance(output, (list, tuple)) else output
+
+
+class AFSegTrainer(Trainer):
+    """Trains AF-Seg's generator, discriminator and segmenter on ``{"image", "label", "background"}`` batches.
+
+    Args:
+        device: device of the networks.
+        max_epochs: epochs (paper: 50 constant + 50 decaying).
+        train_data_loader: batches of ``image_key`` ``(B, 1, H, W)`` real patches, ``label_key`` ``(B, 1, H, W)``
+            weak labels (0/1) and ``background_key`` ``(B, 1, H, W)`` clean backgrounds at the same place.
+        generator: ``G``, ``(B, 1, H, W) -> (B, 1, H, W)``.
+        discriminator: ``D``, ``(B, 1, H, W) ->`` patch logits, or a list whose last item they are.
+        segmenter: ``S``, ``(B, 1, H, W) -> (B, 1, H, W)`` logits.
+        g_optimizer: optimiser over the parameters of ``G`` and ``S`` (trained end to end).
+        d_optimizer: optimiser over the parameters of ``D``.
+        shape_weight: ``mu`` (50).
+        adversarial_loss: GAN criterion; default least squares (pix2pix/CycleGAN practice, the paper names none).
+        seg_loss: segmentation loss on logits; default BCE with logits.
+        image_key, label_key, background_key: batch keys.
+        epoch_length, non_blocking, iteration_update, postprocessing, key_train_metric, additional_metrics,
+        metric_cmp_fn, train_handlers, decollate, to_kwargs, amp_kwargs: as in ``monai.engines.Trainer``.
+        optim_set_to_none: ``zero_grad(set_to_none=...)``.
+
+    ``engine.state.output`` holds ``image``, ``label``, ``synthetic`` ``G(x)``, ``pred`` ``S(G(x))`` logits and
+    the scalars ``loss`` (generator objective), ``g_adv_loss``, ``seg_loss``, ``shape_loss``, ``d_loss``.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: DataLoader,
+        generator: torch.nn.Module,
+        discriminator: torch.nn.Module,
+        segmenter: torch.nn.Module,
+        g_optimizer: Optimizer,
+        d_optimizer: Optimizer,
+        shape_weight: float = 50.0,
+        adversarial_loss: Callable | None = None,
+        seg_loss: Callable | None = None,
+        image_key: str = "image",
+        label_key: str = "label",
+        background_key: str = "background",
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        iteration_update: Callable | None = None,
+        postprocessing: Transform | None = None,
+        key_train_metric: dict | None = None,
+        additional_metrics: dict | None = None,
+        metric_cmp_fn: Callable = default_metric_cmp_fn,
+        train_handlers: Sequence | None = None,
+        decollate: bool = True,
+        optim_set_to_none: bool = False,
+        to_kwargs: dict | None = None,
+        amp_kwargs: dict | None = None,
+    ) -> None:
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            iteration_update=iteration_update,
+            key_metric=key_train_metric,
+            additional_metrics=additional_metrics,
+            metric_cmp_fn=metric_cmp_fn,
+            handlers=train_handlers,
+            postprocessing=postprocessing,
+            decollate=decollate,
+            to_kwargs=to_kwargs,
+            amp_kwargs=amp_kwargs,
+        )
+        self.generator = generator
+        self.discriminator = discriminator
+        self.segmenter = segmenter
+        self.network = segmenter
+        self.g_optimizer = g_optimizer
+        self.d_optimizer = d_optimizer
+        self.shape_weight = shape_weight
+        self.adversarial_loss = adversarial_loss or PatchAdversarialLoss(criterion="least_squares")
+        self.seg_loss = seg_loss or torch.nn.BCEWithLogitsLoss()
+        self.keys = (image_key, label_key, background_key)
+        self.optim_set_to_none = optim_set_to_none
+
+    def _iteration(self, engine: AFSegTrainer, batchdata: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
+        """One generator+segmenter step, then one discriminator step; fires ``IterationEvents.MODEL_COMPLETED``."""
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        image, label, background = (
+            torch.as_tensor(batchdata[k]).to(engine.state.device, non_blocking=engine.non_blocking).float()
+            for k in engine.keys
+        )
+        label = (label > 0).float()
+        engine.generator.train()
+        engine.segmenter.train()
+        engine.discriminator.train()
+
+        # G and S: L = L_GAN + L_seg + mu * L_shape (paper Eq. 4)
+        engine.g_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        synthetic = engine.generator(image)
+        pred = engine.segmenter(synthetic)
+        fake_logits = _last(engine.discriminator((1 - label) * synthetic))
+        g_adv = engine.adversarial_loss(fake_logits, target_is_real=True, for_discriminator=False)
+        seg = engine.seg_loss(pred, label)
+        shape = (label * (synthetic - image)).abs().mean()
+        loss = g_adv + seg + engine.shape_weight * shape
+        loss.backward()
+        engine.g_optimizer.step()
+
+        # D: real = (1 - y) * clean background, fake = (1 - y) * G(x)
+        engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        # one forward over real and fake together (instance norm: per sample), as DistributedDataParallel requires
+        both = torch.cat([(1 - label) * background, (1 - label) * synthetic.detach()])
+        real_logits, fake_logits = _last(engine.discriminator(both)).chunk(2)
+        d_loss = 0.5 * (
+            engine.adversarial_loss(real_logits, target_is_real=True, for_discriminator=True)
+            + engine.adversarial_loss(fake_logits, target_is_real=False, for_discriminator=True)
+        )
+        d_loss.backward()
+        engine.d_optimizer.step()
+
+        engine.state.output = {
+            "image": image,
+            "label": label,
+            "synthetic": synthetic.detach(),
+            "pred": pred.detach(),
+            "loss": loss.detach(),
+            "g_adv_loss": g_adv.detach(),
+            "seg_loss": seg.detach(),
+            "shape_loss": shape.detach(),
+            "d_loss": d_loss.detach(),
+        }
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)  # decollation and postprocessing hook here
+        return engine.state.output
+
+
+def save_pipeline_panel(
+    items: Sequence[dict],
+    truth_items: Sequence[dict],
+    generator: torch.nn.Module,
+    segmenter: torch.nn.Module,
+    path: str,
+    num_samples: int = 4,
+    device: str | torch.device = "cpu",
+) -> str:
+    """Panel of the whole AF-Seg pipeline, one row per image: image | weak label | clean background | synthetic
+    ``G(x)`` | prediction ``S(x) > 0.5`` | truth.
+
+    For evaluation only (it reads the ground truth).
+
+    Args:
+        items: stage-2 items ``{"image", "weak", "background"}`` (paths of ``(1, H, W)`` ``.npy`` arrays).
+        truth_items: prepared items ``{"image", "label"}``; the truth of an item is looked up by its image path.
+        generator, segmenter: trained ``G`` and ``S`` (``(1, 1, H, W) -> (1, 1, H, W)``).
+        path: PNG to write.
+        num_samples: rows.
+        device: device of the networks.
+
+    Returns:
+        ``path``.
+    """
+    truth = {item["image"]: item.get("label") for item in truth_items}
+    rows = []
+    generator.eval()
+    segmenter.eval()
+    with torch.no_grad():
+        for item in list(items)[:num_samples]:
+            image = np.load(item["image"])
+            x = torch.as_tensor(image, dtype=torch.float32)[None].to(device)
+            synthetic = generator(x)[0].cpu().numpy()
+            pred = (torch.sigmoid(segmenter(x)) > 0.5)[0].cpu().numpy().astype(np.uint8)
+            label = truth.get(item["image"])
+            rows.append(
+                {
+                    "image": image,
+                    "weak label": np.load(item["weak"]),
+                    "clean background": np.load(item["background"]),
+                    "synthetic": synthetic,
+                    "prediction": pred,
+                    "truth": np.load(label) if label else np.zeros_like(pred),
+                }
+            )
+    save_panel(rows, path, label_keys=("weak label", "prediction", "truth"), num_classes=2)
+    return str(path)
