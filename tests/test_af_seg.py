@@ -1,0 +1,182 @@
+"""AF-Seg: unit tests of the three stages, smoke runs of the bundle on tiny demo data, no label before evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from bundle_utils import REPO, config_path, make_workflow, run_workflow
+from monai.networks.nets import PatchDiscriminator, UNet
+from PIL import Image
+
+from common.classical.coarse_masks import coarse_mask, write_coarse_masks
+from common.engines.af_seg import AFSegTrainer, linear_decay
+from common.engines.af_seg_background import deep_image_prior_inpaint, deep_segmentation_prior
+from common.networks.residual_generator import ResidualGenerator
+
+BUNDLE = "af_seg"
+TINY_DEMO = {"num_cases": 4, "image_size": 32}
+
+
+def _overrides(tmp: Path, **extra: object) -> dict:
+    return {
+        "output_dir": str(tmp / "outputs"),
+        "ckpt_dir": str(tmp / "models"),
+        "demo_kwargs": TINY_DEMO,
+        "max_epochs": 1,
+        "val_interval": 1,
+        "patch_size": [32, 32],
+        "batch_size": 2,
+        "dip_steps": 3,
+        "background#dsp_max_steps": 3,
+        **extra,
+    }
+
+
+def _disk_image(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[:size, :size]
+    disk = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 5) ** 2
+    rng = np.random.default_rng(0)
+    return (0.2 + 0.6 * disk + 0.02 * rng.standard_normal((size, size))).astype(np.float32), disk
+
+
+def test_coarse_mask_level_set_and_vesselness():
+    image, disk = _disk_image()
+    mask = coarse_mask(image, "level_set", erosion_radius=1)
+    assert mask.dtype == np.uint8 and mask.sum() < disk.sum() and (mask.astype(bool) <= disk).all()
+    line = np.full((32, 32), 0.8, np.float32)
+    line[:, 15:18] = 0.2  # a dark vertical vessel
+    vessel = coarse_mask(line, "vesselness", erosion_radius=0, bright_foreground=False)
+    assert vessel[:, 15:18].mean() > 0.5 and vessel[:, :10].sum() == 0
+    with pytest.raises(ValueError):
+        coarse_mask(image, "watershed")
+
+
+def test_write_coarse_masks_drops_labels_and_skips_when_done(tmp_path: Path):
+    image, disk = _disk_image()
+    np.save(tmp_path / "img.npy", image[None])
+    items = [{"image": str(tmp_path / "img.npy"), "label": "GROUND_TRUTH"}]
+    out = write_coarse_masks(items, tmp_path / "stage1", erosion_radius=0)
+    assert "label" not in out[0] and np.load(out[0]["weak"]).shape == (1, 32, 32)
+    assert (tmp_path / "stage1" / "datalist.json").is_file()
+    Path(out[0]["weak"]).unlink()  # a finished stage is not recomputed
+    assert write_coarse_masks(items, tmp_path / "stage1") == out
+
+
+def test_dsp_and_dip():
+    torch.set_num_threads(1)
+    image, disk = _disk_image()
+    weak = coarse_mask(image, "level_set", erosion_radius=2)
+    dsp, steps = deep_segmentation_prior(image, weak, area_ratio=2.0, max_steps=50, channels=(8, 16))
+    assert dsp.shape == (32, 32) and 1 <= steps <= 50 and (dsp >= weak).all()
+    clean = deep_image_prior_inpaint(image, disk, steps=30, channels=(8, 16), noise_channels=4)
+    assert clean.shape == (32, 32) and np.allclose(clean[~disk], image[~disk])
+
+
+def test_trainer_losses_and_schedule():
+    factor = linear_decay(2, 2)
+    assert [round(factor(e), 3) for e in range(4)] == [1.0, 1.0, 0.667, 0.333]  # epochs 1-2 constant, 3-4 decaying
+    g = ResidualGenerator(UNet(2, 1, 1, channels=(4, 8), strides=(2,), norm="instance", act="LEAKYRELU"))
+    x = torch.rand(1, 1, 8, 8)
+    assert ((g(x) - x).abs() <= 2.0).all()
+    s = UNet(2, 1, 1, channels=(4, 8), strides=(2,))
+    d = PatchDiscriminator(spatial_dims=2, num_layers_d=2, channels=4, in_channels=1, out_channels=1)
+    batch = {"image": torch.rand(2, 1, 16, 16), "label": (torch.rand(2, 1, 16, 16) > 0.7).float()}
+    batch["background"] = torch.rand(2, 1, 16, 16)
+    loader = torch.utils.data.DataLoader([{k: v[i] for k, v in batch.items()} for i in range(2)], batch_size=2)
+    g_opt = torch.optim.Adam(list(g.parameters()) + list(s.parameters()), 2e-4)
+    trainer = AFSegTrainer("cpu", 1, loader, g, d, s, g_opt, torch.optim.Adam(d.parameters(), 2e-4), decollate=False)
+    out = trainer._iteration(trainer, batch)
+    shape = (batch["label"] * (out["synthetic"] - batch["image"])).abs().mean()
+    assert torch.isclose(out["shape_loss"], shape, atol=1e-6)
+    assert torch.isclose(out["loss"], out["g_adv_loss"] + out["seg_loss"] + 50 * out["shape_loss"], atol=1e-4)
+    assert out["pred"].shape == (2, 1, 16, 16) and torch.isfinite(out["d_loss"])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, object]:
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("af_seg")
+    workflow = run_workflow(BUNDLE, ["train.json"], **_overrides(tmp))
+    return tmp, workflow
+
+
+def test_properties_complete(tmp_path: Path):
+    train = make_workflow(BUNDLE, ["train.json"], "train", **_overrides(tmp_path))
+    train.initialize()
+    assert train.check_properties() == []
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "img.png")
+    infer = make_workflow(BUNDLE, ["inference.json"], "infer", dataset_dir=str(tmp_path))
+    infer.initialize()
+    assert infer.check_properties() == []
+
+
+def test_no_label_before_evaluation(trained):
+    """Stages 1-3 see no manual label: every item lacks "label", weak labels and backgrounds are our own files."""
+    tmp, workflow = trained
+    parser = workflow.parser
+    stage1_dir = parser.get_parsed_content("stage1_dir")
+    for key in ("train_items", "val_items", "stage1_train", "stage1_val", "stage2_train", "train#dataset#data"):
+        items = parser.get_parsed_content(key)
+        assert items and all("label" not in item for item in items), key
+    for item in parser.get_parsed_content("stage2_train"):
+        assert item["weak"].startswith(stage1_dir) and item["background"].startswith(stage1_dir)
+    for item in parser.get_parsed_content("validate#dataset#data"):  # monitoring against weak labels only
+        assert item["label"].startswith(stage1_dir)
+    assert (tmp / "models" / "model.pt").is_file() and (tmp / "models" / "checkpoint_epoch=1.pt").is_file()
+
+
+def test_stage_configs_skip_finished_outputs(trained):
+    """stage1/stage2 configs reuse the outputs of the full run instead of recomputing them."""
+    tmp, workflow = trained
+    stage2 = Path(workflow.parser.get_parsed_content("stage2_dir")) / "datalist.json"
+    before = stage2.stat().st_mtime_ns
+    run_workflow(BUNDLE, ["train.json", "stage2_background.json"], **_overrides(tmp))
+    assert stage2.stat().st_mtime_ns == before
+
+
+def test_evaluate_writes_report_and_panels(trained):
+    tmp, _ = trained
+    run_workflow(BUNDLE, ["train.json", "evaluate.json"], **_overrides(tmp))
+    report = json.loads((tmp / "outputs" / "eval" / "metrics.json").read_text())
+    assert 0.0 <= report["summary"]["dice"]["mean"]["mean"] <= 1.0 and report["per_image"]
+    assert (tmp / "outputs" / "eval" / "panel.png").stat().st_size > 1000
+    assert (tmp / "outputs" / "eval" / "test_panel.png").is_file()
+
+
+def test_inference_on_2d_image(trained, tmp_path: Path):
+    tmp, _ = trained
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((40, 36)) * 255).astype(np.uint8)).save(inputs / "img.png")
+    out = tmp_path / "pred"
+    run_workflow(
+        BUNDLE, ["inference.json"], "infer", dataset_dir=str(inputs), output_dir=str(out), ckpt_dir=str(tmp / "models")
+    )
+    pred = np.squeeze(np.asarray(nib.load(out / "img_seg.nii.gz").dataobj))
+    assert pred.shape == (36, 40) and set(np.unique(pred)) <= {0, 1}
+
+
+def test_torchrun_two_processes(tmp_path: Path):
+    """multi_gpu_train.json with two CPU processes (gloo): the whole pipeline runs, rank 0 writes the models."""
+    # six cases, val_fraction 0.34: two validation images, one per rank (DistributedSampler)
+    overrides = _overrides(tmp_path, val_fraction=0.34, demo_kwargs={"num_cases": 6, "image_size": 32})
+    configs = [config_path(BUNDLE, "train.json"), config_path(BUNDLE, "multi_gpu_train.json")]
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1"]
+    args += ["--master_port=29531", "-m", "monai.bundle", "run", "--config_file", json.dumps(configs)]
+    for key, value in overrides.items():
+        args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(
+        args, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600
+    )
+    log = result.stdout[-4000:] + result.stderr[-4000:]
+    assert result.returncode == 0, log
+    assert (tmp_path / "models" / "model.pt").is_file(), log
