@@ -59,6 +59,19 @@ ADVERSARIAL_DEMO = {
     "discriminator_channels": [64, 128],
 }
 
+AF_SEG_DEMO = {
+    "patch_size": [64, 64],
+    "batch_size": 4,
+    "learning_rate": 0.001,
+    "dip_steps": 150,
+    "background#dsp_max_steps": 150,
+    "val_fraction": 0.2,
+    "test_fraction": 0.3,
+    "val_interval": 50,
+    "constant_epochs": 50,
+    "decay_epochs": 50,
+}
+
 DEMO_RUNS = [
     DemoRun(
         "supervised_seg",
@@ -124,6 +137,15 @@ DEMO_RUNS = [
         epochs=25,
         label="U-Net, 1/8 labels alone",
         name="unet_1_8",
+    ),
+    DemoRun(
+        "af_seg",
+        "cells",
+        ["train.json"],
+        ["train.json", "evaluate.json"],
+        {**AF_SEG_DEMO, "demo_task": "cells", "class_names": ["cell"]},
+        epochs=100,
+        label="AF-Seg, no labels",
     ),
 ]
 
