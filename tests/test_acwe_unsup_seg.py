@@ -16,7 +16,7 @@ from PIL import Image
 
 BUNDLE = "acwe_unsup_seg"
 TINY_DEMO = {"num_cases": 4, "image_size": 32, "depth": 8}
-SCHEMA = REPO.parent / "shared" / "data" / "meta_schema_20240725.json"
+SCHEMA = Path(__file__).parent / "data" / "meta_schema_20240725.json"
 
 
 def _overrides(tmp: Path, mode: str = "mode1") -> dict:

@@ -23,7 +23,7 @@ from common.engines.utils import ScalarTerms, endless
 from common.networks.fc_discriminator import FCDiscriminator
 
 BUNDLE = "adversarial_semi_seg"
-SCHEMA = Path("/work/shared/data/meta_schema_20240725.json")
+SCHEMA = Path(__file__).parent / "data" / "meta_schema_20240725.json"
 
 
 def _overrides(tmp: Path) -> dict:
