@@ -28,3 +28,10 @@ def run_workflow(bundle: str, configs: list[str], workflow_type: str = "train", 
     workflow.run()
     workflow.finalize()
     return workflow
+
+
+def missing_properties(bundle: str, configs: list[str], workflow_type: str, **overrides: Any) -> list[str]:
+    """The properties MONAI Label and the zoo need that ``configs`` lack (checking instantiates them)."""
+    workflow = make_workflow(bundle, configs, workflow_type, **overrides)
+    workflow.initialize()
+    return workflow.check_properties()

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_utils import REPO, config_path, make_workflow, run_workflow
+from bundle_utils import REPO, config_path, make_workflow, missing_properties, run_workflow
 from monai.bundle import ckpt_export
 from PIL import Image
 
@@ -48,13 +48,9 @@ def test_metadata_validates():
 
 
 def test_properties_complete(tmp_path: Path):
-    train = make_workflow(BUNDLE, ["train.json"], "train", **_overrides(tmp_path))
-    train.initialize()
-    assert train.check_properties() == []
+    assert missing_properties(BUNDLE, ["train.json"], "train", **_overrides(tmp_path)) == []
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "img.png")
-    infer = make_workflow(BUNDLE, ["inference.json"], "infer", dataset_dir=str(tmp_path))
-    infer.initialize()
-    assert infer.check_properties() == []
+    assert missing_properties(BUNDLE, ["inference.json"], "infer", dataset_dir=str(tmp_path)) == []
 
 
 def test_mode_data_and_losses(tmp_path: Path):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from bundle_utils import config_path, make_workflow, run_workflow
+from bundle_utils import config_path, make_workflow, missing_properties, run_workflow
 from ignite.engine import Events
 from monai.handlers import StatsHandler
 from torch import nn
@@ -153,13 +153,9 @@ def test_metadata_and_properties(tmp_path: Path):
     """metadata.json validates against MONAI's schema; train and infer properties are complete."""
     metadata = json.loads(Path(config_path(BUNDLE, "metadata.json")).read_text(encoding="utf-8"))
     jsonschema.validate(metadata, json.loads(SCHEMA.read_text(encoding="utf-8")))
-    train = make_workflow(BUNDLE, ["train.json"], "train", **_overrides(tmp_path))
-    train.initialize()
-    assert train.check_properties() == []
+    assert missing_properties(BUNDLE, ["train.json"], "train", **_overrides(tmp_path)) == []
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 2), np.float32), np.eye(4)), tmp_path / "vol.nii.gz")
-    infer = make_workflow(BUNDLE, ["inference.json"], "infer", dataset_dir=str(tmp_path))
-    infer.initialize()
-    assert infer.check_properties() == []
+    assert missing_properties(BUNDLE, ["inference.json"], "infer", dataset_dir=str(tmp_path)) == []
 
 
 def test_semi_training_uses_unlabelled_data(trained: tuple[Path, list[dict]]):

@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_utils import REPO, config_path, make_workflow, run_workflow
+from bundle_utils import REPO, config_path, missing_properties, run_workflow
 from monai.networks.nets import PatchDiscriminator, UNet
 from PIL import Image
 
@@ -109,13 +109,9 @@ def trained(tmp_path_factory) -> tuple[Path, object]:
 
 
 def test_properties_complete(tmp_path: Path):
-    train = make_workflow(BUNDLE, ["train.json"], "train", **_overrides(tmp_path))
-    train.initialize()
-    assert train.check_properties() == []
+    assert missing_properties(BUNDLE, ["train.json"], "train", **_overrides(tmp_path)) == []
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "img.png")
-    infer = make_workflow(BUNDLE, ["inference.json"], "infer", dataset_dir=str(tmp_path))
-    infer.initialize()
-    assert infer.check_properties() == []
+    assert missing_properties(BUNDLE, ["inference.json"], "infer", dataset_dir=str(tmp_path)) == []
 
 
 def test_no_label_before_evaluation(trained):

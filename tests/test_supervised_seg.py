@@ -11,7 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from bundle_utils import REPO, config_path, make_workflow, run_workflow
+from bundle_utils import REPO, config_path, missing_properties, run_workflow
 from PIL import Image
 
 BUNDLE = "supervised_seg"
@@ -39,13 +39,9 @@ def trained(tmp_path_factory) -> Path:
 
 def test_properties_complete(tmp_path: Path):
     """Every property MONAI Label and the zoo need is present (checking instantiates them: tiny data)."""
-    train = make_workflow(BUNDLE, ["train.json"], "train", **_overrides(tmp_path))
-    train.initialize()
-    assert train.check_properties() == []
+    assert missing_properties(BUNDLE, ["train.json"], "train", **_overrides(tmp_path)) == []
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "img.png")
-    infer = make_workflow(BUNDLE, ["inference.json"], "infer", dataset_dir=str(tmp_path))
-    infer.initialize()
-    assert infer.check_properties() == []
+    assert missing_properties(BUNDLE, ["inference.json"], "infer", dataset_dir=str(tmp_path)) == []
 
 
 def test_training_writes_checkpoints(trained: Path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from bundle_utils import make_workflow, run_workflow
+from bundle_utils import missing_properties, run_workflow
 from PIL import Image
 from test_cluttered_mnist import write_small_mnist
 
@@ -48,13 +48,9 @@ def trained(tmp_path_factory, mnist_dir: Path) -> Path:
 
 
 def test_properties_complete(tmp_path: Path, mnist_dir: Path):
-    train = make_workflow(BUNDLE, ["train.json"], "train", **_overrides(tmp_path, mnist_dir))
-    train.initialize()
-    assert train.check_properties() == []
+    assert missing_properties(BUNDLE, ["train.json"], "train", **_overrides(tmp_path, mnist_dir)) == []
     Image.fromarray(np.zeros((48, 48), np.uint8)).save(tmp_path / "img.png")
-    infer = make_workflow(BUNDLE, ["inference.json"], "infer", dataset_dir=str(tmp_path), network_width=0.125)
-    infer.initialize()
-    assert infer.check_properties() == []
+    assert missing_properties(BUNDLE, ["inference.json"], "infer", dataset_dir=str(tmp_path), network_width=0.125) == []
 
 
 def test_training_writes_checkpoints(trained: Path):
