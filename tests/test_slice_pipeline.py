@@ -123,6 +123,17 @@ def test_slice_axis_changes_slice_shape(tmp_path: Path):
     assert len(lists["training"]) == 2 * 16
 
 
+def test_spatial_size_resizes_images_and_labels(tmp_path: Path):
+    root = write_volume_dataset(tmp_path / "d", num_cases=2, shape=(16, 12, 8))
+    lists = prepare_datalists(
+        str(root), str(tmp_path / "w"), val_fraction=0, test_fraction=0, slicing={"spatial_size": [8, 6]}
+    )
+    for item in lists["training"]:
+        image, label = np.load(item["image"]), np.load(item["label"])
+        assert image.shape == (1, 8, 6) and image.dtype == np.float32
+        assert label.shape == (1, 8, 6) and label.dtype == np.uint8 and set(np.unique(label)) <= {0, 1}
+
+
 def test_multichannel_volumes(tmp_path: Path):
     root = tmp_path / "mc"
     (root / "imagesTr").mkdir(parents=True)
@@ -144,3 +155,5 @@ def test_slice_settings_validation():
         SliceSettings(axis=3)
     with pytest.raises(ValueError, match="domains"):
         SliceSettings(domains=["maybe"])
+    with pytest.raises(ValueError, match="spatial_size"):
+        SliceSettings(spatial_size=[256])

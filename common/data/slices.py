@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.data import NumpyReader
-from monai.transforms import LoadImage
+from monai.transforms import LoadImage, Resize
 
 from common.transforms.intensity import NormaliseOverForeground
 from common.transforms.validation import check_image, check_label
@@ -43,6 +43,8 @@ class SliceSettings:
         present_min_fraction: target area / foreground area needed for "present" (BraTS: 0.01).
         present_min_pixels: target pixels needed for "present".
         domains: domains to keep among "present" and "absent".
+        spatial_size: ``(H, W)`` every written 2D sample is resized to (image: area interpolation, label: nearest),
+            e.g. ``(256, 256)`` for ISIC 2018 as in Dai, Zhu et al. (2022); ``None`` keeps the original size.
     """
 
     axis: int = 2
@@ -52,10 +54,15 @@ class SliceSettings:
     present_min_fraction: float = 0.0
     present_min_pixels: int = 1
     domains: Sequence[str] = ("present", "absent")
+    spatial_size: Sequence[int] | None = None
 
     def __post_init__(self) -> None:
         if self.axis not in (0, 1, 2):
             raise ValueError(f"slicing axis must be 0, 1 or 2, got {self.axis}.")
+        if self.spatial_size is not None and (
+            len(self.spatial_size) != 2 or any(int(n) < 1 for n in self.spatial_size)
+        ):
+            raise ValueError(f"slicing spatial_size must be two positive sizes (H, W), got {self.spatial_size}.")
         unknown = set(self.domains) - {"present", "absent"}
         if unknown:
             raise ValueError(f"unknown slice domains {sorted(unknown)}; expected 'present' and/or 'absent'.")
@@ -168,6 +175,8 @@ def write_samples(
             domain = "unlabelled" if lbl_slice is None else settings.domain_of(lbl_slice[0], fg_area)
             if domain is None or (lbl_slice is not None and domain not in settings.domains):
                 continue
+            if settings.spatial_size is not None:
+                img_slice, lbl_slice = _resized(img_slice, lbl_slice, settings.spatial_size)
             record = {
                 "image": str(out_dir / f"{stem}_{k:04d}_image.npy"),
                 "source": item["image"],
@@ -182,6 +191,17 @@ def write_samples(
                 np.save(record["label"], np.ascontiguousarray(lbl_slice))
             samples.append(record)
     return samples
+
+
+def _resized(
+    image: np.ndarray, label: np.ndarray | None, spatial_size: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Resize a 2D sample: image ``(C, H, W)`` by area interpolation (anti-aliased), label ``(1, H, W)`` nearest."""
+    size = tuple(int(n) for n in spatial_size)
+    image = Resize(size, mode="area")(image).numpy().astype(np.float32)
+    if label is not None:
+        label = Resize(size, mode="nearest")(label).numpy().astype(np.uint8)
+    return image, label
 
 
 def _stem(path: str) -> str:
