@@ -1,0 +1,269 @@
+"""MIPR: ISIC datalist, pair files, one annotation round, and three loop rounds of the bundle on tiny demo data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from bundle_utils import REPO, config_path, missing_properties, run_workflow
+from monai.transforms import LoadImage
+from PIL import Image
+from torch import nn
+
+from common.data.isic import write_isic_datalist
+from common.engines.mipr_annotation import annotate_round, save_png, to_uint8_image
+
+BUNDLE = "mipr_auto_annotation"
+
+
+class _ThresholdSegmenter(nn.Module):
+    """Two-class logits: foreground where the first channel is positive."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.cat([-image[:, :1], image[:, :1]], dim=1)
+
+
+class _CopyGenerator(nn.Module):
+    """G(x, t) = x: the pair is consistent exactly when S(x) already matches the cleaned label."""
+
+    def forward(self, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return image
+
+
+class _BlankGenerator(nn.Module):
+    """G(x, t) = a negative constant: S finds nothing, so every pair is rejected."""
+
+    def forward(self, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(image, -0.5)
+
+
+def _disk_items(tmp: Path, n: int, size: int = 16) -> list[dict]:
+    yy, xx = np.mgrid[:size, :size]
+    items = []
+    for i in range(n):
+        disk = ((yy - size / 2) ** 2 + (xx - size / 2 - i) ** 2 < (size / 4) ** 2).astype(np.float32)
+        image = np.stack([2 * disk - 1, np.zeros_like(disk), disk], 0).astype(np.float32)
+        np.save(tmp / f"case{i}.npy", image)
+        items.append({"image": str(tmp / f"case{i}.npy")})
+    return items
+
+
+def _load(item: dict) -> dict:
+    return {"image": torch.as_tensor(np.load(item["image"]))}
+
+
+def test_isic_datalist_pairs_images_and_masks(tmp_path: Path):
+    images, masks = tmp_path / "ISIC2018_Task1-2_Training_Input", tmp_path / "ISIC2018_Task1_Training_GroundTruth"
+    images.mkdir()
+    masks.mkdir()
+    for name in ("ISIC_0000000", "ISIC_0000001"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / f"{name}.jpg")
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / f"{name}_segmentation.png")
+    out = json.loads(Path(write_isic_datalist(str(tmp_path), str(tmp_path / "list.json"))).read_text())
+    assert out["label_scale"] == 255 and len(out["training"]) == 2
+    assert out["training"][1]["label"].endswith("ISIC_0000001_segmentation.png")
+    (masks / "ISIC_0000001_segmentation.png").unlink()
+    with pytest.raises(ValueError, match="ISIC_0000001_segmentation.png"):
+        write_isic_datalist(str(tmp_path), str(tmp_path / "list2.json"))
+    assert not (tmp_path / "list2.json").exists()
+    with pytest.raises(FileNotFoundError, match="ISIC2018_Task1-2_Training_Input"):
+        write_isic_datalist(str(tmp_path / "elsewhere"), str(tmp_path / "list3.json"))
+
+
+def test_pair_png_reads_back_as_the_same_array(tmp_path: Path):
+    image = torch.rand(3, 12, 20) * 2 - 1
+    label = (torch.rand(1, 12, 20) > 0.5).byte()
+    save_png(to_uint8_image(image), tmp_path / "image.png")
+    save_png(label.numpy(), tmp_path / "label.png")
+    loader = LoadImage(image_only=True, ensure_channel_first=True)
+    back = loader(str(tmp_path / "image.png"))
+    assert back.shape == (3, 12, 20)
+    assert torch.allclose(back.float() / 127.5 - 1, image, atol=1 / 127.5)
+    assert torch.equal(loader(str(tmp_path / "label.png")).byte(), label)
+    with Image.open(tmp_path / "image.png") as png:  # a viewer sees the source orientation: width 12, height 20
+        assert png.size == (12, 20)
+
+
+def test_annotation_round_accepts_consistent_pairs_and_writes_them(tmp_path: Path):
+    items = _disk_items(tmp_path, 3)
+    items.append({"image": str(tmp_path / "blank.npy")})
+    np.save(items[-1]["image"], -np.ones((3, 16, 16), np.float32))  # S finds nothing: empty pseudo-label
+
+    def clean(label: torch.Tensor) -> torch.Tensor:
+        return label
+
+    out_dir = tmp_path / "round1"
+    pairs = annotate_round(_ThresholdSegmenter(), _CopyGenerator(), items, _load, clean, out_dir, acceptance_dice=0.9)
+    assert pairs["counts"] == {"unlabelled": 4, "accepted": 3, "rejected_empty": 1, "rejected_dice": 0}
+    for pair in pairs["training"]:
+        assert pair["dice"] == 1.0 and Path(pair["image"]).is_file() and Path(pair["label"]).is_file()
+        label = LoadImage(image_only=True, ensure_channel_first=True)(pair["label"])
+        assert label.shape == (1, 16, 16) and set(label.unique().tolist()) == {0, 1}
+    assert json.loads((out_dir / "datalist.json").read_text())["counts"]["accepted"] == 3
+    assert not list(tmp_path.glob(".round1.tmp-*"))
+    # a finished round is read back, not redone
+    again = annotate_round(_ThresholdSegmenter(), _BlankGenerator(), items, _load, clean, out_dir)
+    assert again["counts"]["accepted"] == 3
+
+    rejected = annotate_round(_ThresholdSegmenter(), _BlankGenerator(), items, _load, clean, tmp_path / "round2")
+    assert rejected["counts"]["accepted"] == 0 and rejected["counts"]["rejected_dice"] == 3
+    assert not list((tmp_path / "round2" / "images").iterdir())
+
+
+def test_annotation_round_leaves_nothing_behind_on_error(tmp_path: Path):
+    items = _disk_items(tmp_path, 2) + [{"image": str(tmp_path / "missing.npy")}]
+    with pytest.raises(FileNotFoundError):
+        annotate_round(_ThresholdSegmenter(), _CopyGenerator(), items, _load, lambda t: t, tmp_path / "round1")
+    assert not (tmp_path / "round1").exists() and not list(tmp_path.glob(".round1.tmp-*"))
+
+
+TINY = {
+    "demo_kwargs": {"num_cases": 16, "image_size": 32},
+    "image_size": [32, 32],
+    "labelled_fraction": 0.5,
+    "val_fraction": 0.15,
+    "test_fraction": 0.2,
+    "max_epochs": 2,
+    "val_interval": 1,
+    "batch_size": 4,
+    "generator_epochs": 2,
+    "generator_batch_size": 2,
+    "generator_channels": [8, 16],
+    "spade_hidden_channels": 8,
+    "discriminator_channels": 8,
+    "discriminator_layers": 2,
+    "discriminator_num_d": 1,
+    "network_def#channels": [8, 16, 32],
+    "network_def#strides": [2, 2],
+    "acceptance_dice": 0.0,
+}
+
+
+def _overrides(tmp: Path, **extra: object) -> dict:
+    return {"output_dir": str(tmp / "outputs"), "ckpt_dir": str(tmp / "models"), **TINY, **extra}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """The bundle's loop run once for three rounds on tiny demo data; returns its folder and the unlabelled count."""
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("mipr")
+    workflow = run_workflow(BUNDLE, ["train.json"], **_overrides(tmp))
+    return tmp, len(workflow.parser.get_parsed_content("datalists")["unlabeled"])
+
+
+def test_properties_complete(tmp_path: Path):
+    assert missing_properties(BUNDLE, ["train.json"], "train", **_overrides(tmp_path)) == []
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img.png")
+    assert missing_properties(BUNDLE, ["inference.json"], "infer", dataset_dir=str(tmp_path)) == []
+
+
+def test_three_rounds_write_pairs_models_and_counts(trained):
+    tmp, unlabelled = trained
+    rounds = json.loads((tmp / "outputs" / "mipr" / "rounds.json").read_text())
+    assert [r["round"] for r in rounds] == [0, 1, 2, 3]
+    for r in rounds[1:]:
+        counts = r["counts"]
+        assert (
+            counts["unlabelled"]
+            == unlabelled
+            == counts["accepted"] + counts["rejected_empty"] + counts["rejected_dice"]
+        )
+        pairs = json.loads((tmp / "outputs" / "mipr" / f"round{r['round']}" / "datalist.json").read_text())
+        assert len(pairs["training"]) == r["pairs"] == counts["accepted"]
+        assert r["train_items"] == rounds[0]["train_items"] + r["pairs"]
+        assert (tmp / "models" / f"round{r['round']}" / "model.pt").is_file()
+        assert (tmp / "outputs" / "mipr" / f"panel_round{r['round']}.png").is_file()
+    assert (tmp / "models" / "generator.pt").is_file() and (tmp / "models" / "model.pt").is_file()
+
+
+def test_restart_skips_finished_rounds(trained):
+    tmp, _ = trained
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp / "models").glob("round*/model.pt")}
+    generator = (tmp / "models" / "generator.pt").stat().st_mtime_ns
+    run_workflow(BUNDLE, ["train.json"], **_overrides(tmp))
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert (tmp / "models" / "generator.pt").stat().st_mtime_ns == generator
+
+
+def test_every_round_evaluates_on_the_test_split(trained):
+    tmp, _ = trained
+    for k in (0, 3):
+        eval_dir = tmp / f"eval{k}"
+        run_workflow(
+            BUNDLE,
+            ["train.json", "evaluate.json"],
+            "eval",
+            **_overrides(tmp),
+            ckpt_path=str(tmp / "models" / f"round{k}" / "model.pt"),
+            eval_dir=str(eval_dir),
+        )
+        report = json.loads((eval_dir / "metrics.json").read_text())
+        assert 0.0 <= report["summary"]["dice"]["mean"]["mean"] <= 1.0
+        assert 0.0 <= report["summary"]["accuracy"]["mean"]["mean"] <= 1.0
+        assert (eval_dir / "panel.png").is_file()
+
+
+def test_inference_on_an_rgb_image_keeps_its_size(trained, tmp_path: Path):
+    tmp, _ = trained
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((40, 36, 3)) * 255).astype(np.uint8)).save(inputs / "img.png")
+    out = tmp_path / "pred"
+    run_workflow(
+        BUNDLE,
+        ["inference.json"],
+        "infer",
+        dataset_dir=str(inputs),
+        output_dir=str(out),
+        ckpt_dir=str(tmp / "models"),
+        image_size=[32, 32],
+        network_def=_tiny_unet(),
+    )
+    with Image.open(out / "img_seg.png") as png:  # a mask over the input's pixels, in its orientation
+        pred = np.asarray(png)
+    assert pred.shape == (40, 36) and set(np.unique(pred)) <= {0, 1}
+
+
+def _tiny_unet() -> dict:
+    return {
+        "_target_": "UNet",
+        "spatial_dims": 2,
+        "in_channels": 3,
+        "out_channels": 2,
+        "channels": [8, 16, 32],
+        "strides": [2, 2],
+        "num_res_units": 2,
+        "norm": "batch",
+    }
+
+
+def test_bundle_refuses_missing_unlabelled_data(tmp_path: Path):
+    with pytest.raises(RuntimeError) as excinfo:  # the config wraps the loop's error
+        run_workflow(BUNDLE, ["train.json"], **_overrides(tmp_path, labelled_fraction=1.0))
+    assert "unlabelled list is empty" in str(excinfo.value.__cause__)
+    assert not [p for p in (tmp_path / "models").rglob("*") if p.is_file()]  # refused before any training
+
+
+def test_torchrun_two_processes(tmp_path: Path):
+    """multi_gpu_train.json with two CPU processes (gloo): both ranks run every round, rank 0 writes the files."""
+    overrides = _overrides(tmp_path, num_rounds=1, max_epochs=1, generator_epochs=1)
+    configs = [config_path(BUNDLE, "train.json"), config_path(BUNDLE, "multi_gpu_train.json")]
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1"]
+    args += ["--master_port=29537", "-m", "monai.bundle", "run", "--config_file", json.dumps(configs)]
+    for key, value in overrides.items():
+        args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(
+        args, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300
+    )
+    log = result.stdout[-4000:] + result.stderr[-4000:]
+    assert result.returncode == 0, log
+    assert (tmp_path / "models" / "round1" / "model.pt").is_file(), log
+    assert (tmp_path / "outputs" / "mipr" / "rounds.json").is_file(), log
