@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from bundle_utils import REPO, config_path, missing_properties, run_workflow
+from monai.engines import IterationEvents
 from monai.networks.nets import PatchDiscriminator, UNet
 from PIL import Image
 
@@ -98,6 +99,42 @@ def test_trainer_losses_and_schedule():
     assert torch.isclose(out["shape_loss"], shape, atol=1e-6)
     assert torch.isclose(out["loss"], out["g_adv_loss"] + out["seg_loss"] + 50 * out["shape_loss"], atol=1e-4)
     assert out["pred"].shape == (2, 1, 16, 16) and torch.isfinite(out["d_loss"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path: bfloat16 autocast, gradient scaler disabled")
+@pytest.mark.filterwarnings("ignore:torch.cuda.amp.GradScaler is enabled, but CUDA is not available")
+def test_trainer_amp_on_cpu():
+    """With amp the networks run under autocast (bfloat16 on CPU, where the gradient scaler disables itself) and two
+    iterations give finite losses and float32 outputs."""
+    torch.manual_seed(0)
+    g = ResidualGenerator(UNet(2, 1, 1, channels=(4, 8), strides=(2,), norm="instance", act="LEAKYRELU"))
+    s = UNet(2, 1, 1, channels=(4, 8), strides=(2,))
+    d = PatchDiscriminator(spatial_dims=2, num_layers_d=2, channels=4, in_channels=1, out_channels=1)
+    items = [
+        {
+            "image": torch.rand(1, 16, 16),
+            "label": (torch.rand(1, 16, 16) > 0.7).float(),
+            "background": torch.rand(1, 16, 16),
+        }
+        for _ in range(4)
+    ]
+    loader = torch.utils.data.DataLoader(items, batch_size=2)
+    g_opt = torch.optim.Adam(list(g.parameters()) + list(s.parameters()), 2e-4)
+    d_opt = torch.optim.Adam(d.parameters(), 2e-4)
+    trainer = AFSegTrainer("cpu", 1, loader, g, d, s, g_opt, d_opt, decollate=False, amp=True)
+    dtypes, losses = [], []
+    s.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
+    trainer.add_event_handler(
+        IterationEvents.MODEL_COMPLETED, lambda engine: losses.append(engine.state.output["loss"].item())
+    )
+    before = [p.detach().clone() for p in s.parameters()]
+    trainer.run()
+    assert trainer.state.iteration == 2 and set(dtypes) == {torch.bfloat16}
+    out = trainer.state.output
+    assert all(np.isfinite(losses)) and len(losses) == 2
+    assert all(torch.isfinite(out[k]) for k in ("loss", "g_adv_loss", "seg_loss", "shape_loss", "d_loss"))
+    assert out["pred"].dtype == out["synthetic"].dtype == torch.float32
+    assert any(not torch.equal(a, b) for a, b in zip(before, s.parameters()))
 
 
 @pytest.fixture(scope="module")

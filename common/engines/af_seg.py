@@ -71,6 +71,9 @@ class AFSegTrainer(Trainer):
         image_key, label_key, background_key: batch keys.
         epoch_length, non_blocking, iteration_update, postprocessing, key_train_metric, additional_metrics,
         metric_cmp_fn, train_handlers, decollate, to_kwargs, amp_kwargs: as in ``monai.engines.Trainer``.
+        amp: automatic mixed precision: the forward passes and losses run under ``torch.autocast`` of the device
+            type (``amp_kwargs`` passed on), and the trainer's gradient scaler (``monai.engines.Trainer`` makes a
+            ``torch.cuda.amp.GradScaler``, which disables itself without CUDA) scales both optimisers' steps.
         optim_set_to_none: ``zero_grad(set_to_none=...)``.
 
     ``engine.state.output`` holds ``image``, ``label``, ``synthetic`` ``G(x)``, ``pred`` ``S(G(x))`` logits and
@@ -102,6 +105,7 @@ class AFSegTrainer(Trainer):
         metric_cmp_fn: Callable = default_metric_cmp_fn,
         train_handlers: Sequence | None = None,
         decollate: bool = True,
+        amp: bool = False,
         optim_set_to_none: bool = False,
         to_kwargs: dict | None = None,
         amp_kwargs: dict | None = None,
@@ -118,6 +122,7 @@ class AFSegTrainer(Trainer):
             metric_cmp_fn=metric_cmp_fn,
             handlers=train_handlers,
             postprocessing=postprocessing,
+            amp=amp,
             decollate=decollate,
             to_kwargs=to_kwargs,
             amp_kwargs=amp_kwargs,
@@ -134,6 +139,17 @@ class AFSegTrainer(Trainer):
         self.keys = (image_key, label_key, background_key)
         self.optim_set_to_none = optim_set_to_none
 
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.state.device.type, enabled=self.amp, **self.amp_kwargs)
+
+    def _backward_step(self, loss: torch.Tensor, optimizer: Optimizer) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+        else:
+            loss.backward()
+            optimizer.step()
+
     def _iteration(self, engine: AFSegTrainer, batchdata: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
         """One generator+segmenter step, then one discriminator step; fires ``IterationEvents.MODEL_COMPLETED``."""
         if batchdata is None:
@@ -148,34 +164,37 @@ class AFSegTrainer(Trainer):
         engine.discriminator.train()
 
         # G and S: L = L_GAN + L_seg + mu * L_shape (paper Eq. 4)
+        # (under amp the losses are computed in float32; ``.float()`` is the identity on float32 tensors)
         engine.g_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        synthetic = engine.generator(image)
-        pred = engine.segmenter(synthetic)
-        fake_logits = _last(engine.discriminator((1 - label) * synthetic))
-        g_adv = engine.adversarial_loss(fake_logits, target_is_real=True, for_discriminator=False)
-        seg = engine.seg_loss(pred, label)
-        shape = (label * (synthetic - image)).abs().mean()
-        loss = g_adv + seg + engine.shape_weight * shape
-        loss.backward()
-        engine.g_optimizer.step()
+        with engine._autocast():
+            synthetic = engine.generator(image)
+            pred = engine.segmenter(synthetic)
+            fake_logits = _last(engine.discriminator((1 - label) * synthetic)).float()
+            g_adv = engine.adversarial_loss(fake_logits, target_is_real=True, for_discriminator=False)
+            seg = engine.seg_loss(pred.float(), label)
+            shape = (label * (synthetic.float() - image)).abs().mean()
+            loss = g_adv + seg + engine.shape_weight * shape
+        engine._backward_step(loss, engine.g_optimizer)
 
         # D: real = (1 - y) * clean background, fake = (1 - y) * G(x)
         engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         # one forward over real and fake together (instance norm: per sample), as DistributedDataParallel requires
-        both = torch.cat([(1 - label) * background, (1 - label) * synthetic.detach()])
-        real_logits, fake_logits = _last(engine.discriminator(both)).chunk(2)
-        d_loss = 0.5 * (
-            engine.adversarial_loss(real_logits, target_is_real=True, for_discriminator=True)
-            + engine.adversarial_loss(fake_logits, target_is_real=False, for_discriminator=True)
-        )
-        d_loss.backward()
-        engine.d_optimizer.step()
+        both = torch.cat([(1 - label) * background, (1 - label) * synthetic.detach().float()])
+        with engine._autocast():
+            real_logits, fake_logits = _last(engine.discriminator(both)).float().chunk(2)
+            d_loss = 0.5 * (
+                engine.adversarial_loss(real_logits, target_is_real=True, for_discriminator=True)
+                + engine.adversarial_loss(fake_logits, target_is_real=False, for_discriminator=True)
+            )
+        engine._backward_step(d_loss, engine.d_optimizer)
+        if engine.scaler is not None:
+            engine.scaler.update()
 
         engine.state.output = {
             "image": image,
             "label": label,
-            "synthetic": synthetic.detach(),
-            "pred": pred.detach(),
+            "synthetic": synthetic.detach().float(),
+            "pred": pred.detach().float(),
             "loss": loss.detach(),
             "g_adv_loss": g_adv.detach(),
             "seg_loss": seg.detach(),
