@@ -1,4 +1,5 @@
-"""torchrun with two CPU processes (gloo) trains supervised_seg with multi_gpu_train.json; rank 0 writes."""
+"""torchrun with two CPU processes (gloo) trains supervised_seg and adversarial_semi_seg with multi_gpu_train.json;
+both ranks finish and rank 0 alone writes the checkpoints."""
 
 from __future__ import annotations
 
@@ -8,34 +9,47 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from bundle_utils import REPO, config_path
 
-
-def test_torchrun_two_processes(tmp_path: Path):
-    overrides = {
-        "output_dir": str(tmp_path / "outputs"),
-        "ckpt_dir": str(tmp_path / "models"),
+OVERRIDES = {
+    "supervised_seg": {
         "demo_kwargs": {"num_cases": 6, "image_size": 64},
-        "max_epochs": 1,
-        "val_interval": 1,
         "patch_size": [64, 64],
         "batch_size": 2,
         "val_fraction": 0.34,  # two validation images: DistributedSampler needs one per rank
+    },
+    "adversarial_semi_seg": {
+        "demo_task": "tubular",
+        "demo_kwargs": {"num_cases": 8, "image_size": 32, "depth": 4},
+        "labelled_fraction": 0.5,
+        "val_fraction": 0.25,
+        "test_fraction": 0.25,
+        "epoch_length": 2,
+        "semi_start_epoch": 0,  # the adversarial and pseudo-label terms run from the first iteration
+        "patch_size": [32, 32],
+        "batch_size": 2,
+        "unlabeled_batch_size": 2,
+        "network_def#channels": [8, 16, 32],
+        "network_def#strides": [2, 2],
+        "discriminator_channels": [8, 16],
+    },
+}
+
+
+@pytest.mark.parametrize("bundle", list(OVERRIDES))
+def test_torchrun_two_processes(bundle: str, tmp_path: Path):
+    overrides = {
+        "output_dir": str(tmp_path / "outputs"),
+        "ckpt_dir": str(tmp_path / "models"),
+        "max_epochs": 1,
+        "val_interval": 1,
+        **OVERRIDES[bundle],
     }
-    configs = [config_path("supervised_seg", "train.json"), config_path("supervised_seg", "multi_gpu_train.json")]
-    args = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        "--master_port=29517",
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        json.dumps(configs),
-    ]
+    configs = [config_path(bundle, "train.json"), config_path(bundle, "multi_gpu_train.json")]
+    port = 29517 + list(OVERRIDES).index(bundle)
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1"]
+    args += [f"--master_port={port}", "-m", "monai.bundle", "run", "--config_file", json.dumps(configs)]
     for key, value in overrides.items():
         args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
