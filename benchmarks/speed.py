@@ -6,7 +6,8 @@ For ``supervised_seg``'s network (MONAI ``UNet``, DiceCE, Adam) it times the sam
 in-memory batches twice, interleaved ``repeats`` times: through MONAI's ``SupervisedTrainer`` (the bundle's engine,
 events and post-processing off) and through a bare ``for`` loop (forward, loss, backward, step). It prints images/s
 for each and their ratio (engine time / bare time, measured in one run; target at most 1.10), and the throughput
-of ``common.inferers.SliceOrImageInferer`` on a 3D volume. Only supervised_seg is covered so far.
+of ``common.inferers.SliceOrImageInferer`` on a 3D volume. The same comparison for every trainer of the collection
+(built from the bundle configs, on one thread): ``benchmarks/engine_overhead.py``.
 """
 
 from __future__ import annotations
