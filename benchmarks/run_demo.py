@@ -72,6 +72,24 @@ AF_SEG_DEMO = {
     "decay_epochs": 50,
 }
 
+MIPR_DEMO = {
+    "demo_task": "lesions",
+    "demo_kwargs": {"num_cases": 60, "image_size": 64},
+    "class_names": ["lesion"],
+    "image_size": [64, 64],
+    "val_fraction": 0.1,
+    "test_fraction": 0.25,
+    "labelled_fraction": 0.3,
+    "val_interval": 10,
+    "network_def#channels": [16, 32, 64, 128, 256],
+    "num_rounds": 2,
+    "generator_epochs": 20,
+    "generator_channels": [16, 32, 64, 128],
+    "spade_hidden_channels": 32,
+    "discriminator_channels": 16,
+    "discriminator_layers": 2,
+}
+
 DEMO_RUNS = [
     DemoRun(
         "supervised_seg",
@@ -147,6 +165,15 @@ DEMO_RUNS = [
         epochs=100,
         label="AF-Seg, no labels",
     ),
+    DemoRun(
+        "mipr_auto_annotation",
+        "lesions",
+        ["train.json"],
+        ["train.json", "evaluate.json"],
+        MIPR_DEMO,
+        epochs=30,
+        label="MIPR, 30% labels + 2 annotation rounds",
+    ),
 ]
 
 
@@ -195,7 +222,8 @@ def results_table(rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         cells = [
-            f"{r[m]['mean']:.3f} ± {r[m]['std']:.3f}" if m in r else "-" for m in ("dice", "iou", "precision", "recall")
+            f"{r[m]['mean']:.3f} ± {r[m]['std']:.3f}" if r.get(m) and r[m]["mean"] is not None else "-"
+            for m in ("dice", "iou", "precision", "recall")
         ]
         lines.append(
             f"| {r['bundle']} | {r['task']} | {r['method']} | {' | '.join(cells)} | {r['test_images']} | "
