@@ -11,6 +11,9 @@ layout; seed 0):
 * "labelled only": round 0 of the MIPR loop (S on the labelled images alone, the starting point);
 * "MIPR round k": the loop's S after round k (labelled images + the pairs accepted in round k).
 
+G is trained once, in the first segmenter's loop, and reused by the second (it depends only on the labelled pairs
+and the seed). A rerun with the same ``--out`` skips every finished training and only re-evaluates.
+
 Every model is evaluated by ``evaluate.json`` on the same test images (Dice and pixel accuracy of the lesion, mean
 +- std over images, from :class:`common.metrics.SegmentationReport`). Writes ``<out>/mipr_table.md`` and ``.json``,
 and copies the per-round panels (image | pseudo-label | rearranged image | its label | truth). The default schedule
@@ -69,6 +72,16 @@ def _evaluate(configs: list[str], overrides: dict[str, Any], ckpt: Path, eval_di
     return {f"{m}_{s}": summary[m]["mean"][s] for m in ("dice", "accuracy") for s in ("mean", "std")}
 
 
+def _share_generator(out: Path, ckpt_dir: Path) -> None:
+    """G does not depend on S (it is trained on the labelled pairs only, with the same seed), so a G trained for
+    another segmenter in this benchmark is reused: the loop then skips its generator training."""
+    target = ckpt_dir / "generator.pt"
+    trained = sorted(out.glob("*/mipr_models/generator.pt"))
+    if trained and not target.is_file():
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(trained[0], target)
+
+
 def run_segmenter(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     """All rows of one segmenter: true labels, labelled only, MIPR rounds 1..num_rounds."""
     base = [] if name == "unet" else [f"{name}.json"]
@@ -115,6 +128,7 @@ def run_segmenter(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
 
     start = time.perf_counter()
     mipr_overrides = {**common, "ckpt_dir": str(run_dir / "mipr_models"), "output_dir": str(run_dir / "mipr_outputs")}
+    _share_generator(args.out, run_dir / "mipr_models")
     _run(["train.json"] + base, "train", mipr_overrides)
     seconds = round(time.perf_counter() - start)
     rounds = json.loads((run_dir / "mipr_outputs" / "mipr" / "rounds.json").read_text(encoding="utf-8"))
