@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_utils import REPO, config_path, missing_properties, run_workflow
+from bundle_utils import missing_properties, run_torchrun, run_workflow
 from monai.engines import IterationEvents
 from monai.networks.nets import PatchDiscriminator, UNet
 from PIL import Image
@@ -201,15 +198,6 @@ def test_torchrun_two_processes(tmp_path: Path):
     """multi_gpu_train.json with two CPU processes (gloo): the whole pipeline runs, rank 0 writes the models."""
     # six cases, val_fraction 0.34: two validation images, one per rank (DistributedSampler)
     overrides = _overrides(tmp_path, val_fraction=0.34, demo_kwargs={"num_cases": 6, "image_size": 32})
-    configs = [config_path(BUNDLE, "train.json"), config_path(BUNDLE, "multi_gpu_train.json")]
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1"]
-    args += ["--master_port=29531", "-m", "monai.bundle", "run", "--config_file", json.dumps(configs)]
-    for key, value in overrides.items():
-        args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(
-        args, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600
-    )
-    log = result.stdout[-4000:] + result.stderr[-4000:]
-    assert result.returncode == 0, log
+    returncode, log = run_torchrun(BUNDLE, overrides, 29531, timeout=600)
+    assert returncode == 0, log
     assert (tmp_path / "models" / "model.pt").is_file(), log

@@ -3,14 +3,10 @@ both ranks finish and rank 0 alone writes the checkpoints."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from bundle_utils import REPO, config_path
+from bundle_utils import run_torchrun
 
 OVERRIDES = {
     "supervised_seg": {
@@ -46,18 +42,9 @@ def test_torchrun_two_processes(bundle: str, tmp_path: Path):
         "val_interval": 1,
         **OVERRIDES[bundle],
     }
-    configs = [config_path(bundle, "train.json"), config_path(bundle, "multi_gpu_train.json")]
     port = 29517 + list(OVERRIDES).index(bundle)
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1"]
-    args += [f"--master_port={port}", "-m", "monai.bundle", "run", "--config_file", json.dumps(configs)]
-    for key, value in overrides.items():
-        args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(
-        args, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600
-    )
-    log = result.stdout[-4000:] + result.stderr[-4000:]
-    assert result.returncode == 0, log
+    returncode, log = run_torchrun(bundle, overrides, port)
+    assert returncode == 0, log
     assert (tmp_path / "models" / "checkpoint_epoch=1.pt").is_file(), log
     assert (tmp_path / "models" / "model.pt").is_file(), log
     assert len(list((tmp_path / "models").glob("*.pt"))) == 2, list((tmp_path / "models").iterdir())

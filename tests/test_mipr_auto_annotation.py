@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from bundle_utils import REPO, config_path, missing_properties, run_workflow
+from bundle_utils import missing_properties, run_torchrun, run_workflow
 from monai.transforms import LoadImage
 from PIL import Image
 from torch import nn
@@ -254,16 +251,7 @@ def test_bundle_refuses_missing_unlabelled_data(tmp_path: Path):
 def test_torchrun_two_processes(tmp_path: Path):
     """multi_gpu_train.json with two CPU processes (gloo): both ranks run every round, rank 0 writes the files."""
     overrides = _overrides(tmp_path, num_rounds=1, max_epochs=1, generator_epochs=1)
-    configs = [config_path(BUNDLE, "train.json"), config_path(BUNDLE, "multi_gpu_train.json")]
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1"]
-    args += ["--master_port=29537", "-m", "monai.bundle", "run", "--config_file", json.dumps(configs)]
-    for key, value in overrides.items():
-        args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(
-        args, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300
-    )
-    log = result.stdout[-4000:] + result.stderr[-4000:]
-    assert result.returncode == 0, log
+    returncode, log = run_torchrun(BUNDLE, overrides, 29537, timeout=300)
+    assert returncode == 0, log
     assert (tmp_path / "models" / "round1" / "model.pt").is_file(), log
     assert (tmp_path / "outputs" / "mipr" / "rounds.json").is_file(), log
