@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.metrics import compute_dice
+from monai.networks.utils import one_hot
 from PIL import Image
 from torch import nn
 
@@ -39,14 +40,13 @@ def pseudo_label(segmenter: nn.Module, image: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def rearrange(generator: nn.Module, image: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``x' = G(x, t')``: image ``(B, C, H, W)`` in [-1, 1] and class map ``(B, 1, H, W)`` -> image ``(B, C, H, W)``."""
-    one_hot = torch.nn.functional.one_hot(label[:, 0].long(), num_classes).permute(0, 3, 1, 2).float()
-    return generator(image, one_hot)
+    return generator(image, one_hot(label.long(), num_classes, dim=1))
 
 
 def _dice(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> float:
     """Mean foreground Dice of two ``(1, 1, H, W)`` class maps (functional: no cross-rank sync under DDP)."""
-    one_hot = [torch.nn.functional.one_hot(x[:, 0].long(), num_classes).permute(0, 3, 1, 2) for x in (pred, label)]
-    return float(compute_dice(one_hot[0], one_hot[1], include_background=False, ignore_empty=False).nanmean())
+    pred_oh, label_oh = (one_hot(x.long(), num_classes, dim=1) for x in (pred, label))
+    return float(compute_dice(pred_oh, label_oh, include_background=False, ignore_empty=False).nanmean())
 
 
 def to_uint8_image(image: torch.Tensor) -> np.ndarray:
