@@ -52,6 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.atomic_write import write_text_atomic
+
 REPO = Path(__file__).resolve().parent.parent
 INTENSITY = {"k": 5.0, "clip": [-1.0, 1.0], "foreground_threshold": None}
 UNET_CHANNELS = [16, 32, 64, 128, 256]
@@ -455,9 +457,7 @@ def load_results(path: Path) -> list[dict[str, Any]]:
 
 
 def save_results(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(rows, indent=1) + "\n")
 
 
 def run_parent(spec: dict[str, Any], timeout: float | None) -> dict[str, Any]:

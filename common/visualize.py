@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from common.atomic_write import atomic_path  # noqa: E402
+
 
 def to_display(array: np.ndarray) -> np.ndarray:
     """A (C, H, W), (H, W) or (H, W, 3) array as (H, W) or (H, W, 3) for ``imshow``; RGB scaled to [0, 1]."""
@@ -63,9 +65,9 @@ def save_panel(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return path

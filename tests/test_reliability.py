@@ -51,9 +51,10 @@ def test_sigkill_mid_training_resumes_to_the_same_final_epoch(tmp_path: Path):
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert first.returncode == -signal.SIGKILL
-    saved = sorted(p.name for p in (tmp_path / "models").iterdir())
-    assert all(name.endswith(".pt") for name in saved), f"partial files left: {saved}"
-    for name in saved:  # every file on disk is a whole checkpoint
+    # a kill can only leave a hidden ".<name>.partial-<pid>.pt" file; every file under its real name is whole
+    saved = sorted(p.name for p in (tmp_path / "models").iterdir() if not p.name.startswith("."))
+    assert all(name.endswith(".pt") for name in saved), f"unexpected files: {saved}"
+    for name in saved:
         torch.load(tmp_path / "models" / name, map_location="cpu", weights_only=False)
     resumed = subprocess.run(
         args, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600
@@ -63,6 +64,7 @@ def test_sigkill_mid_training_resumes_to_the_same_final_epoch(tmp_path: Path):
     final = torch.load(tmp_path / "models" / "checkpoint_epoch=4.pt", map_location="cpu", weights_only=False)
     assert final["trainer"]["iteration"] == 4 * final["trainer"]["epoch_length"]
     assert [p.name for p in (tmp_path / "models").glob("checkpoint_epoch=*.pt")] == ["checkpoint_epoch=4.pt"]
+    assert not [p.name for p in (tmp_path / "models").iterdir() if ".partial-" in p.name]
 
 
 def test_nonfinite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path: Path):

@@ -23,6 +23,7 @@ from skimage.filters import frangi, threshold_otsu
 from skimage.morphology import disk, erosion, remove_small_objects
 from skimage.segmentation import morphological_chan_vese
 
+from common.atomic_write import atomic_path
 from common.data import read_json, write_json_atomic
 
 __all__ = ["METHODS", "coarse_mask", "drop_labels", "fingerprint", "save_npy_atomic", "write_coarse_masks"]
@@ -103,9 +104,8 @@ def fingerprint(items: Sequence[Mapping], settings: Mapping) -> str:
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
     """``np.save`` to a temporary file in the same folder, then rename (readers never see half a file)."""
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
 
 
 def write_coarse_masks(

@@ -17,13 +17,14 @@ import hashlib
 import importlib.util
 import os
 import struct
-import tempfile
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+from common.atomic_write import atomic_path
 
 __all__ = ["MIRRORS", "MD5", "SPLITS", "load_mnist", "read_idx", "read_mnist_csv"]
 
@@ -52,16 +53,8 @@ def _default_cache_dir() -> Path:
 
 def _atomic_replace(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Calls ``write(file_object)`` on a temporary file next to ``path``, then renames it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
 
 
 def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:

@@ -35,6 +35,7 @@ from monai.engines import Trainer
 from torch import nn
 from torch.optim import Optimizer
 
+from common.atomic_write import atomic_path
 from common.data.datalist import read_json, write_json_atomic
 from common.visualize import save_panel
 
@@ -73,13 +74,8 @@ def save_state_atomic(module: nn.Module, path: str | os.PathLike) -> Path:
     """
     module = _unwrapped(module)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(module.state_dict(), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

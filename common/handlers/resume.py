@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ignite.engine import Engine, Events
-from monai.handlers import CheckpointLoader, CheckpointSaver
+from monai.handlers import CheckpointLoader
+
+from .atomic_checkpoint import AtomicCheckpointSaver
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +37,8 @@ class ResumableCheckpoint:
 
     The trainer it is attached to is added to ``save_dict`` as ``"trainer"`` (a config cannot reference the
     trainer from inside its own handler list), so a killed run restarted with the same command continues from
-    epoch N with the network, optimiser, scheduler and trainer state restored. Files are written by MONAI
-    ``CheckpointSaver`` (Ignite ``DiskSaver``: temporary file, then rename; never a half file).
+    epoch N with the network, optimiser, scheduler and trainer state restored. Files are written by
+    :class:`AtomicCheckpointSaver` (temporary file, then rename; never a half file).
 
     Args:
         ckpt_dir: folder of the checkpoints.
@@ -70,7 +72,7 @@ class ResumableCheckpoint:
             logger.info(f"resuming from {path}")
             CheckpointLoader(load_path=str(path), load_dict=objects, map_location="cpu").attach(engine)
         if self.save:
-            CheckpointSaver(
+            AtomicCheckpointSaver(
                 save_dir=self.ckpt_dir,
                 save_dict=objects,
                 save_interval=self.save_interval,

@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +44,8 @@ from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 from monai.metrics import ConfusionMatrixMetric, DiceMetric, HausdorffDistanceMetric, MeanIoU
 from monai.networks.utils import one_hot
+
+from common.atomic_write import write_text_atomic
 
 __all__ = [
     "METRIC_NAMES",
@@ -285,20 +286,6 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Writes ``text`` to a temporary file next to ``path`` and renames it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _fmt(stats: dict[str, float | int]) -> str:
     """``"0.912 ± 0.034"``, or ``"n/a"`` without values."""
     if stats["n"] == 0:
@@ -453,7 +440,7 @@ class SegmentationReport:
 
     def to_json(self, path: str | os.PathLike) -> None:
         """Writes :meth:`to_dict` as JSON (NaN/inf written as null), atomically."""
-        _atomic_write_text(Path(path), json.dumps(_json_safe(self.to_dict()), indent=2) + "\n")
+        write_text_atomic(Path(path), json.dumps(_json_safe(self.to_dict()), indent=2) + "\n")
 
     def to_markdown(self, title: str | None = None) -> str:
         """Markdown table: rows = classes (+ ``mean`` when several), columns = metrics, cells ``mean ± std``."""
@@ -476,7 +463,7 @@ class SegmentationReport:
         out_dir = Path(out_dir)
         json_path, md_path = out_dir / f"{prefix}.json", out_dir / f"{prefix}.md"
         self.to_json(json_path)
-        _atomic_write_text(md_path, self.to_markdown(title=prefix))
+        write_text_atomic(md_path, self.to_markdown(title=prefix))
         return json_path, md_path
 
 

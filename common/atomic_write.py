@@ -1,0 +1,57 @@
+"""Atomic file writes: write to a hidden temporary file next to the target, then rename it over the target.
+
+Readers (and a restarted run) see either the old file or the whole new one, never half a file. A process killed
+mid-write leaves only the hidden ``.<stem>.partial-<pid><suffix>`` file, which :func:`remove_partial_files` deletes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+PARTIAL_MARKER = ".partial-"
+
+
+def partial_path(path: Path) -> Path:
+    """The temporary name for ``path``: hidden, marked, and ending with the same suffix (``np.save`` and
+    ``savefig`` choose the format from it)."""
+    return path.with_name(f".{path.stem}{PARTIAL_MARKER}{os.getpid()}{path.suffix}")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write to; on success it is renamed over ``path``, on any error it is removed.
+
+    Example::
+
+        with atomic_path("model.pt") as tmp:
+            torch.save(state, tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed writers left in ``folder`` (not recursive); returns them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if p.name.startswith(".") and PARTIAL_MARKER in p.name and p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

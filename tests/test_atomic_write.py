@@ -1,0 +1,92 @@
+"""Atomic writes: a failed or killed write never leaves a half file under the real name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Engine
+from monai.handlers import CheckpointSaver
+
+from common.atomic_write import atomic_path, remove_partial_files, write_text_atomic
+from common.handlers import AtomicCheckpointSaver, ResumableCheckpoint
+
+
+class _WriteFailure(RuntimeError):
+    pass
+
+
+def _half_write_then_fail(obj: object, f: object, *args: object, **kwargs: object) -> None:
+    """Stands in for ``torch.save`` interrupted mid-file: some bytes written, then an error."""
+    Path(f).write_bytes(b"PK\x03\x04 half a zip")
+    raise _WriteFailure("interrupted")
+
+
+def test_atomic_path_replaces_on_success_and_keeps_the_old_file_on_failure(tmp_path: Path):
+    target = tmp_path / "sub" / "notes.txt"
+    write_text_atomic(target, "first")
+    assert target.read_text() == "first"
+    with pytest.raises(_WriteFailure):
+        with atomic_path(target) as tmp:
+            assert tmp.parent == target.parent and tmp.name.startswith(".") and tmp.suffix == ".txt"
+            tmp.write_text("half")
+            raise _WriteFailure("interrupted")
+    assert target.read_text() == "first"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["notes.txt"]
+
+
+def test_remove_partial_files_deletes_only_what_killed_writers_left(tmp_path: Path):
+    (tmp_path / ".model.partial-123.pt").write_bytes(b"half")
+    (tmp_path / "model.pt").write_bytes(b"whole")
+    (tmp_path / ".hidden_user_file").write_bytes(b"keep")
+    removed = remove_partial_files(tmp_path)
+    assert [p.name for p in removed] == [".model.partial-123.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden_user_file", "model.pt"]
+    assert remove_partial_files(tmp_path / "missing") == []
+
+
+def _engine_with_saver(ckpt_dir: Path, network: torch.nn.Module) -> Engine:
+    engine = Engine(lambda e, b: None)
+    AtomicCheckpointSaver(
+        save_dir=str(ckpt_dir), save_dict={"model": network}, save_final=True, final_filename="model.pt"
+    ).attach(engine)
+    return engine
+
+
+def test_checkpoint_saver_interrupted_write_keeps_the_previous_model(tmp_path: Path, monkeypatch):
+    first = torch.nn.Linear(2, 1)
+    _engine_with_saver(tmp_path, first).run([0], max_epochs=1)
+    before = (tmp_path / "model.pt").read_bytes()
+    monkeypatch.setattr(torch, "save", _half_write_then_fail)
+    with pytest.raises(_WriteFailure):
+        _engine_with_saver(tmp_path, torch.nn.Linear(2, 1)).run([0], max_epochs=1)
+    assert (tmp_path / "model.pt").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+    monkeypatch.undo()
+    loaded = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)
+    assert torch.equal(loaded["weight"], first.weight.detach())
+
+
+def test_checkpoint_saver_attach_removes_files_a_killed_run_left(tmp_path: Path):
+    (tmp_path / ".checkpoint_epoch=2.partial-99.pt").write_bytes(b"half")
+    engine = Engine(lambda e, b: None)
+    ResumableCheckpoint(str(tmp_path), {"model": torch.nn.Linear(2, 1)}).attach(engine)
+    engine.run([0], max_epochs=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=2.pt"]
+    state = torch.load(tmp_path / "checkpoint_epoch=2.pt", map_location="cpu", weights_only=False)
+    assert state["trainer"]["iteration"] == 2
+
+
+def test_atomic_saver_writes_the_files_monai_writes(tmp_path: Path):
+    for saver_class, folder in ((CheckpointSaver, tmp_path / "monai"), (AtomicCheckpointSaver, tmp_path / "atomic")):
+        engine = Engine(lambda e, b: None)
+        network = torch.nn.Linear(2, 1)
+        kwargs = {"save_interval": 1, "n_saved": 2, "save_final": True, "final_filename": "final.pt"}
+        saver_class(
+            save_dir=str(folder), save_dict={"model": network, "opt": torch.optim.SGD(network.parameters())}, **kwargs
+        ).attach(engine)
+        engine.run([0], max_epochs=3)
+    assert sorted(p.name for p in (tmp_path / "atomic").iterdir()) == sorted(
+        p.name for p in (tmp_path / "monai").iterdir()
+    )
