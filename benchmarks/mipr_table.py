@@ -189,8 +189,13 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--test-fraction", type=float, default=0.25, help="paper: 594 / 2594")
     parser.add_argument("--labelled-fraction", type=float, default=0.15, help="of the training images (paper: 0.1)")
-    parser.add_argument("--segmenter-channels", type=int, nargs="+", default=[16, 32, 64, 128, 256],
-                        help="S widths (config default: 32 64 128 256 512)")
+    parser.add_argument(
+        "--segmenter-channels",
+        type=int,
+        nargs="+",
+        default=[16, 32, 64, 128, 256],
+        help="S widths (config default: 32 64 128 256 512)",
+    )
     parser.add_argument("--epochs", type=int, default=20, help="segmenter epochs per round (paper: 100)")
     parser.add_argument("--generator-epochs", type=int, default=60, help="generator epochs (paper: 500)")
     parser.add_argument(
