@@ -45,7 +45,8 @@ def test_48x48_drops_first_encoder_block_and_starts_discriminator_at_128():
     assert net.encoder.common_channels == 384 and net.unique_channels == 128
     assert [b.conv.conv.out_channels for b in net.residual_decoder.blocks] == [256, 128, 64, 32]
     disc = MultiScaleDiscriminator(1, "48x48")
-    assert len(disc.scales) == 3 and disc.scales[0].convs[0].conv.out_channels == 128
+    assert len(disc.scales) == 3
+    assert [conv.conv.out_channels for conv in disc.scales[0].convs] == [128, 256, 512]  # authors' bds3_003
     full = TranslationSegNet(1, "128x128", width=WIDTH)
     assert len(full.encoder.blocks) == 5
 

@@ -28,9 +28,10 @@ __all__ = [
 ]
 
 # input size -> (encoder widths: stem then one per stride-2 block, discriminator widths). 48x48 synthetic tasks drop
-# the first encoder block (the stem starts at 32), the decoders' last block, and start the discriminator at 128.
+# the first encoder block (the stem starts at 32), the decoders' last block, and start the discriminator at 128 with
+# three stride-2 convs, 128-256-512 (the authors' bds3_003 config: num_channels_list [N//4, N//2, N], N = 512).
 PRESETS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    "48x48": ((32, 64, 128, 256, 512), (128, 256, 512, 1024)),
+    "48x48": ((32, 64, 128, 256, 512), (128, 256, 512)),
     "128x128": ((16, 32, 64, 128, 256, 512), (64, 128, 256, 512)),
     "240x120": ((16, 32, 64, 128, 256, 512), (64, 128, 256, 512)),
     "256x256": ((16, 32, 64, 128, 256, 512), (64, 128, 256, 512)),
