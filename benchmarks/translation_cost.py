@@ -38,6 +38,7 @@ def iteration_cpu_seconds(
         epoch_length=iterations,
         val_interval=iterations + 1,
         discriminator_channels=discriminator_channels,
+        resume=False,
     )
     workflow.initialize()
     trainer: Engine = workflow.parser.get_parsed_content("train#trainer")
