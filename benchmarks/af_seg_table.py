@@ -94,6 +94,7 @@ def run_task(task: str, out: Path, args: argparse.Namespace) -> dict[str, dict[s
         "decay_epochs": args.epochs - args.epochs // 2,
         "dip_steps": args.dip_steps,
         "background#dsp_max_steps": args.dsp_steps,
+        "background#dsp_learning_rate": args.dsp_learning_rate,
         "learning_rate": args.learning_rate,
     }
     configs = ["train.json"] + (["vessels.json"] if task == "vessels" else [])
@@ -152,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=100, help="AF-Seg stage-3 epochs, half constant (paper: 100)")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="AF-Seg Adam (paper: 2e-4)")
     parser.add_argument("--dip-steps", type=int, default=150, help="Deep Image Prior steps (paper: thousands)")
-    parser.add_argument("--dsp-steps", type=int, default=150, help="maximum Deep Segmentation Prior steps")
+    parser.add_argument(
+        "--dsp-steps", type=int, default=150, help="maximum Deep Segmentation Prior steps (1e-2: rule met in 16-82)"
+    )
+    parser.add_argument("--dsp-learning-rate", type=float, default=1e-2, help="Deep Segmentation Prior Adam")
     parser.add_argument("--supervised-epochs", type=int, default=40)
     parser.add_argument("--merge", type=Path, nargs="+", help="only tabulate earlier af_seg_table.json files")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")

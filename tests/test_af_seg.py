@@ -78,6 +78,22 @@ def test_dsp_and_dip():
     assert clean.shape == (32, 32) and np.allclose(clean[~disk], image[~disk])
 
 
+def test_dsp_stop_rule_met_or_warned(caplog: pytest.LogCaptureFixture):
+    """The stop rule ends DSP at an area <= lambda x the weak label's; when ``max_steps`` cannot reach it, a warning
+    is logged and the mask is the lambda x |weak| most probable pixels (united with the weak label), not most of
+    the image."""
+    torch.set_num_threads(1)
+    image, disk = _disk_image()
+    weak = coarse_mask(image, "level_set", erosion_radius=2)
+    with caplog.at_level("WARNING", logger="common.engines.af_seg_background"):
+        dsp, steps = deep_segmentation_prior(image, weak, area_ratio=2.0, max_steps=100, channels=(8, 16))
+    assert steps < 100 and dsp.sum() <= 2 * weak.sum() and not caplog.records
+    with caplog.at_level("WARNING", logger="common.engines.af_seg_background"):
+        dsp, steps = deep_segmentation_prior(image, weak, 2.0, max_steps=1, learning_rate=1e-6, channels=(8, 16))
+    assert steps == 1 and "stop rule" in caplog.text
+    assert (dsp >= weak).all() and weak.sum() < dsp.sum() <= 3 * weak.sum()
+
+
 def test_trainer_losses_and_schedule():
     factor = linear_decay(2, 2)
     assert [round(factor(e), 3) for e in range(4)] == [1.0, 1.0, 0.667, 0.333]  # epochs 1-2 constant, 3-4 decaying
