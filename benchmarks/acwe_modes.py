@@ -1,6 +1,6 @@
 """Train and evaluate the four modes of Chen & Frey (MIDL 2020) and the classical Chan-Vese on the bone demo data.
 
-    python benchmarks/acwe_modes.py [--out outputs/acwe_modes] [--epochs-scale 1.0] [--threads 1]
+    python benchmarks/acwe_modes.py [--out outputs/acwe_modes] [--epochs-scale 1.0] [--threads 1] [--image-size 96]
 
 Modes (configs of ``bundles/acwe_unsup_seg``): 1 = ``train.json`` (ACWE loss only, no labels read), 2 / 3 =
 ``mode2_finetune.json`` / ``mode3_finetune.json`` (mode 1 fine-tuned with the label loss on 10 / 80 seeded labelled
@@ -30,8 +30,10 @@ from common.bundle import load_workflow
 from common.classical.chan_vese import chan_vese_segment
 from common.visualize import save_panel
 
-DEMO_KWARGS = {"num_cases": 8, "image_size": 48, "depth": 16}
-"""Reduced demo data: 8 bone volumes of 48 x 48 x 16 (the paper: 8000 training slices of 192 x 192)."""
+DEMO_KWARGS = {"num_cases": 8, "image_size": 96, "depth": 16}
+"""Reduced demo data: 8 bone volumes of 96 x 96 x 16 (the paper: 8000 training slices of 192 x 192); ``--image-size``
+changes the in-plane size (the same anatomy on a coarser or finer grid, see ``common.data.demo.generate_bone``; 48 is
+the quick demo of ``benchmarks/run_demo.py``, on which ribs are 1-2 pixels thick)."""
 
 SCHEDULE: dict[str, dict[str, Any]] = {
     "mode1": {"configs": ["train.json"], "max_epochs": 20, "val_interval": 5},
@@ -57,7 +59,7 @@ def _workflow(configs: list[str], overrides: dict[str, Any]) -> ConfigWorkflow:
     return workflow
 
 
-def train_and_evaluate(mode: str, out: Path, epochs_scale: float) -> dict[str, Any]:
+def train_and_evaluate(mode: str, out: Path, epochs_scale: float, demo_kwargs: dict[str, int]) -> dict[str, Any]:
     """Train ``mode`` from scratch (its checkpoint folder is cleared) and evaluate it on the test slices."""
     plan = SCHEDULE[mode]
     epochs = max(1, round(plan["max_epochs"] * epochs_scale))
@@ -69,7 +71,7 @@ def train_and_evaluate(mode: str, out: Path, epochs_scale: float) -> dict[str, A
         "output_dir": str(out / "outputs"),
         "ckpt_dir": str(ckpt_dir),
         "pretrained_ckpt": str(out / "models" / "mode1" / "model.pt"),
-        "demo_kwargs": DEMO_KWARGS,
+        "demo_kwargs": demo_kwargs,
         "max_epochs": epochs,
         "val_interval": min(plan["val_interval"], epochs),
         **plan.get("overrides", {}),
@@ -93,9 +95,9 @@ def train_and_evaluate(mode: str, out: Path, epochs_scale: float) -> dict[str, A
     }
 
 
-def write_panel(out: Path, path: Path, num_rows: int = 4) -> None:
+def write_panel(out: Path, path: Path, demo_kwargs: dict[str, int], num_rows: int = 4) -> None:
     """image | truth | mode 1 | mode 4 | Chan-Vese for ``num_rows`` test slices evenly spread over the test list."""
-    parser = bundle_parser({"output_dir": str(out / "outputs"), "demo_kwargs": DEMO_KWARGS})
+    parser = bundle_parser({"output_dir": str(out / "outputs"), "demo_kwargs": demo_kwargs})
     images, labels, _ = load_test_slices(parser)
     chosen = torch.linspace(0, len(images) - 1, num_rows + 2).round().long()[1:-1]
     images, labels = images[chosen], labels[chosen]
@@ -133,13 +135,47 @@ def results_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def per_slice_dice(out: Path, mode: str) -> dict[str, float]:
+    """Test-slice name -> Dice of ``mode``, from its evaluation report."""
+    report = json.loads((out / "outputs" / "eval" / mode / "metrics.json").read_text(encoding="utf-8"))
+    return {Path(item["name"]).name: item["dice"]["bone"] for item in report["per_image"]}
+
+
+def paired_difference(out: Path, mode: str, baseline: str, resamples: int = 10000, seed: int = 0) -> dict[str, Any]:
+    """Per test slice Dice(``mode``) - Dice(``baseline``): mean, a 95 % bootstrap interval over slices, wins/losses."""
+    a, b = per_slice_dice(out, mode), per_slice_dice(out, baseline)
+    diff = torch.tensor([a[name] - b[name] for name in sorted(a)], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    means = diff[torch.randint(len(diff), (resamples, len(diff)), generator=generator)].mean(dim=1)
+    low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return {
+        "comparison": f"{mode} - {baseline}",
+        "mean": float(diff.mean()),
+        "ci95": [low, high],
+        "wins": int((diff > 0).sum()),
+        "losses": int((diff < 0).sum()),
+        "slices": len(diff),
+    }
+
+
+def paired_text(paired: dict[str, Any]) -> str:
+    low, high = paired["ci95"]
+    return (
+        f"{paired['comparison']}, per test slice: mean {paired['mean']:+.3f} Dice (95 % bootstrap interval "
+        f"{low:+.3f} to {high:+.3f}), higher on {paired['wins']} and lower on {paired['losses']} of "
+        f"{paired['slices']} slices"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(BUNDLE.parent.parent / "outputs" / "acwe_modes"), help="output folder")
     parser.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every mode's epochs by this")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (training and timing)")
     parser.add_argument("--panel", default=str(BUNDLE / "docs" / "acwe_panel.png"), help="picture panel PNG")
+    parser.add_argument("--image-size", type=int, default=DEMO_KWARGS["image_size"], help="in-plane demo size")
     args = parser.parse_args(argv)
+    demo_kwargs = {**DEMO_KWARGS, "image_size": args.image_size}
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     out = Path(args.out).resolve()
@@ -147,16 +183,19 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for mode in SCHEDULE:
         print(f"== {mode} ==", flush=True)
-        rows.append(train_and_evaluate(mode, out, args.epochs_scale))
-    config = bundle_parser({"output_dir": str(out / "outputs"), "demo_kwargs": DEMO_KWARGS})
+        rows.append(train_and_evaluate(mode, out, args.epochs_scale, demo_kwargs))
+    config = bundle_parser({"output_dir": str(out / "outputs"), "demo_kwargs": demo_kwargs})
     speed = benchmark(config, str(out / "models" / "mode4" / "model.pt"))
     rows.append({"method": "Chan-Vese (per image)", "dice": speed[0]["dice"]})
-    write_panel(out, Path(args.panel))
+    write_panel(out, Path(args.panel), demo_kwargs)
     num_images = len(config.get_parsed_content("datalists")["test"])
-    text = results_table(rows) + "\n\n" + speed_table(speed, num_images)
-    text += f"\n\ntotal wall time {time.perf_counter() - start:.0f} s"
+    paired = paired_difference(out, "mode4", "mode1")
+    text = results_table(rows) + "\n\n" + paired_text(paired) + "\n\n" + speed_table(speed, num_images)
+    text += f"\n\ndemo data {demo_kwargs}; total wall time {time.perf_counter() - start:.0f} s"
     (out / "results.md").write_text(text + "\n", encoding="utf-8")
-    (out / "results.json").write_text(json.dumps({"modes": rows, "speed": speed}, indent=2) + "\n", encoding="utf-8")
+    (out / "results.json").write_text(
+        json.dumps({"modes": rows, "paired": paired, "speed": speed}, indent=2) + "\n", encoding="utf-8"
+    )
     print("\n" + text)
     print(f"\nresults: {out / 'results.md'}; panel: {args.panel}")
     return 0

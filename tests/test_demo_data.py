@@ -143,3 +143,15 @@ def test_ensure_demo_dataset_leaves_nothing_on_error(tmp_path: Path, monkeypatch
     with pytest.raises(RuntimeError, match="generation failed"):
         ensure_demo_dataset("cells", root)
     assert not root.exists() or not any(root.iterdir())
+
+
+def test_bone_tubes_scale_with_image_size() -> None:
+    """Bone radii are in voxels of a 48-px slice: at image size 96 (sampling 0.5 in-plane) a tube is twice as wide."""
+    from common.data.demo import BONE_REFERENCE_SIZE, _render_tubes
+
+    line = np.stack([np.full(8, 10.0), np.full(8, 10.0), np.arange(8.0)], axis=1)  # along the depth axis
+    radii = np.full(8, 2.0)
+    for size, width in ((BONE_REFERENCE_SIZE, 5), (2 * BONE_REFERENCE_SIZE, 9)):
+        scale = size / BONE_REFERENCE_SIZE
+        inside, _ = _render_tubes((21, 21, 8), line, radii, sampling=(1 / scale, 1 / scale, 1))
+        assert inside[:, 10, 4].sum() == width and inside[10, 10, :].all()

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -96,8 +96,12 @@ def _irregular_ellipse(
     return np.sqrt(u**2 + v**2) / boundary
 
 
-def _render_tubes(shape: tuple[int, ...], points: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _render_tubes(
+    shape: tuple[int, ...], points: np.ndarray, radii: np.ndarray, sampling: Sequence[float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Rasterise tubes given by centreline samples ``points`` (N, ndim), in voxel coordinates, and radii ``radii`` (N,).
+
+    ``sampling`` is the voxel size per axis in the unit of the radii (default 1: radii in voxels).
 
     Radii are rounded to multiples of 0.5 (minimum 0.5) and the tubes of each radius are drawn with one Euclidean
     distance transform, so the union of the tubes is exact up to the centreline rounding to the voxel grid.
@@ -116,7 +120,7 @@ def _render_tubes(shape: tuple[int, ...], points: np.ndarray, radii: np.ndarray)
     for radius in np.unique(radii):
         centreline = np.ones(shape, bool)
         centreline[tuple(index[radii == radius].T)] = False
-        distance = ndimage.distance_transform_edt(centreline)
+        distance = ndimage.distance_transform_edt(centreline, sampling=sampling)
         inside |= distance <= radius
         thickness = np.maximum(thickness, 2 * np.sqrt(np.clip((radius + 0.5) ** 2 - distance**2, 0, None)))
     return inside, thickness
@@ -433,6 +437,10 @@ def generate_tumour(
 # bone
 # ---------------------------------------------------------------------------------------------------------------------
 
+BONE_REFERENCE_SIZE = 48
+"""In-plane size at which the bone radii, the hot spots and the blur below are given in voxels; at another
+``image_size`` they scale in-plane with it (same anatomy and resolution at a finer pixel grid)."""
+
 
 def _rib_and_pelvis_centrelines(
     rng: np.random.Generator, size: int, depth: int, body_centre: np.ndarray, body_axes: np.ndarray
@@ -461,10 +469,12 @@ def _rib_and_pelvis_centrelines(
 
 def _bone_case(rng: np.random.Generator, size: int, depth: int) -> _Case:
     shape = (size, size, depth)
+    scale = size / BONE_REFERENCE_SIZE  # in-plane voxels per voxel of a 48-px slice
     body_centre = np.array([size / 2, size / 2]) + rng.normal(0, 0.02 * size, 2)
     body_axes = np.array([0.42, 0.3]) * size * rng.uniform(0.9, 1.05, 2)
     body = _ellipsoid_distance(shape[:2], body_centre, body_axes)[..., None] < 1
-    skeleton, _ = _render_tubes(shape, *_rib_and_pelvis_centrelines(rng, size, depth, body_centre, body_axes))
+    centrelines = _rib_and_pelvis_centrelines(rng, size, depth, body_centre, body_axes)
+    skeleton, _ = _render_tubes(shape, *centrelines, sampling=(1 / scale, 1 / scale, 1))
     spacing = rng.uniform(3.0, 3.6)
     spine_xy = body_centre + np.array([0, 0.6 * body_axes[1]])
     for z in np.arange(rng.uniform(0, spacing), depth, spacing):
@@ -473,14 +483,16 @@ def _bone_case(rng: np.random.Generator, size: int, depth: int) -> _Case:
     activity = np.where(body, 0.12, 0.0) + skeleton * (1 + 0.15 * _smooth_noise(rng, shape, 2))
     for _ in range(rng.integers(0, 4)):
         hot_spot = np.argwhere(skeleton)[rng.integers(skeleton.sum())]
-        activity[(_ellipsoid_distance(shape, hot_spot, np.full(3, 1.5)) < 1) & skeleton] *= 2.0
+        hot_spot_radii = np.array([1.5 * scale, 1.5 * scale, 1.5])
+        activity[(_ellipsoid_distance(shape, hot_spot, hot_spot_radii) < 1) & skeleton] *= 2.0
     bladder = np.array([*body_centre, 0.1 * depth + 2])
     activity[_ellipsoid_distance(shape, bladder, np.array([0.08, 0.07, 0.08]) * size) < 1] = rng.uniform(2, 4)
     for side in (-1, 1):
         kidney = np.array([*(body_centre + np.array([side * 0.45 * body_axes[0], 0.3 * body_axes[1]])), 0.45 * depth])
         activity[_ellipsoid_distance(shape, kidney, np.array([0.05, 0.04, 0.12]) * size) < 1] += 0.3
     counts_per_unit = 30 * 2 ** rng.uniform(0, 2)
-    expected = ndimage.gaussian_filter(activity, rng.uniform(1.0, 1.5)) * counts_per_unit
+    blur = rng.uniform(1.0, 1.5)
+    expected = ndimage.gaussian_filter(activity, (blur * scale, blur * scale, blur)) * counts_per_unit
     return rng.poisson(expected).astype(np.float32), skeleton.astype(np.uint8)
 
 
@@ -494,7 +506,9 @@ def generate_bone(
     0-3 doubled hot spots), inside a soft-tissue body ellipse of low uptake (0.12), with a hot bladder and faint
     kidneys (not bone). The activity is blurred (Gaussian sigma 1-1.5 voxels) and Poisson-sampled with 30-120 counts
     per unit uptake, a level drawn per case (factor 4), so the noise differs between cases. Values are counts:
-    non-negative integer-valued float32.
+    non-negative integer-valued float32. Rib radii (0.8-1.2 voxels), pelvis radii (1.5-2), hot spots and the blur
+    are given for 48-px slices (:data:`BONE_REFERENCE_SIZE`) and scale in-plane with ``image_size / 48``, as the body
+    does: a larger ``image_size`` is the same anatomy on a finer grid (the paper's slices are 192 x 192).
 
     Files: ``imagesTr/bone_XXX.nii.gz`` (float32, shape ``(image_size, image_size, depth)``, identity affine, 1 mm
     voxels) and ``labelsTr/bone_XXX.nii.gz`` (uint8, same shape; 0 = background, 1 = bone, i.e. the skeletal
