@@ -26,14 +26,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from monai.engines import Trainer
 from monai.engines.utils import IterationEvents, default_prepare_batch
 from monai.inferers import Inferer, SimpleInferer
 from monai.utils import CommonKeys as Keys
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from common.engines.utils import endless
+from common.engines.utils import AmpTrainer, endless
 
 __all__ = ["AdversarialSemiTrainer", "confident_pseudo_labels"]
 
@@ -57,7 +56,7 @@ def confident_pseudo_labels(
     return torch.where(mask, labels, torch.full_like(labels, ignore_index)), mask
 
 
-class AdversarialSemiTrainer(Trainer):
+class AdversarialSemiTrainer(AmpTrainer):
     """Segmenter / discriminator training of Tan et al. (2022) and Hung et al. (2018), as a MONAI ``Trainer``.
 
     Epochs are counted on the labelled loader (or are ``epoch_length`` iterations); phases switch at epoch
@@ -162,17 +161,6 @@ class AdversarialSemiTrainer(Trainer):
         self.inferer = SimpleInferer() if inferer is None else inferer
         self.optim_set_to_none = optim_set_to_none
         self._unlabeled: Iterator[Any] | None = None
-
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast(self.state.device.type, enabled=self.amp, **self.amp_kwargs)
-
-    def _backward_step(self, loss: torch.Tensor, optimizer: Optimizer) -> None:
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(optimizer)
-        else:
-            loss.backward()
-            optimizer.step()
 
     def _next_unlabeled(self) -> torch.Tensor:
         """The next ``(B, Cin, H, W)`` unlabelled image batch on the device."""

@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.engines import Trainer
 from monai.engines.utils import IterationEvents, default_metric_cmp_fn
 from monai.losses import PatchAdversarialLoss
 from monai.transforms import Transform
 from torch.optim.optimizer import Optimizer
 from torch.utils.data import DataLoader
 
+from common.engines.utils import AmpTrainer
 from common.visualize import save_panel
 
 __all__ = ["AFSegTrainer", "linear_decay", "save_pipeline_panel"]
@@ -52,7 +52,7 @@ def _last(output: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     return output[-1] if isinstance(output, (list, tuple)) else output
 
 
-class AFSegTrainer(Trainer):
+class AFSegTrainer(AmpTrainer):
     """Trains AF-Seg's generator, discriminator and segmenter on ``{"image", "label", "background"}`` batches.
 
     Args:
@@ -138,17 +138,6 @@ class AFSegTrainer(Trainer):
         self.seg_loss = seg_loss or torch.nn.BCEWithLogitsLoss()
         self.keys = (image_key, label_key, background_key)
         self.optim_set_to_none = optim_set_to_none
-
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast(self.state.device.type, enabled=self.amp, **self.amp_kwargs)
-
-    def _backward_step(self, loss: torch.Tensor, optimizer: Optimizer) -> None:
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(optimizer)
-        else:
-            loss.backward()
-            optimizer.step()
 
     def _iteration(self, engine: AFSegTrainer, batchdata: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
         """One generator+segmenter step, then one discriminator step; fires ``IterationEvents.MODEL_COMPLETED``."""

@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.engines import Trainer
 from monai.engines.utils import IterationEvents, default_metric_cmp_fn
 from monai.losses import PatchAdversarialLoss
 from monai.networks.utils import one_hot
@@ -37,6 +36,7 @@ from monai.utils import convert_to_tensor
 from torch.optim.optimizer import Optimizer
 from torch.utils.data import DataLoader
 
+from common.engines.utils import AmpTrainer
 from common.losses.gan import FeatureMatchingLoss
 from common.transforms.patch_shuffle import PatchShuffle, random_patch_order
 
@@ -49,7 +49,7 @@ def _halves(tensors: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[t
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-class PixelRearrangementTrainer(Trainer):
+class PixelRearrangementTrainer(AmpTrainer):
     """Trains MIPR's generator ``G(x, t)`` and multi-scale discriminator ``D`` on labelled ``{"image", "label"}``
     batches (module doc).
 
@@ -157,17 +157,6 @@ class PixelRearrangementTrainer(Trainer):
         self.feature_matching_loss = FeatureMatchingLoss()
         self.keys = (image_key, label_key)
         self.optim_set_to_none = optim_set_to_none
-
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast(self.state.device.type, enabled=self.amp, **self.amp_kwargs)
-
-    def _backward_step(self, loss: torch.Tensor, optimizer: Optimizer) -> None:
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(optimizer)
-        else:
-            loss.backward()
-            optimizer.step()
 
     def draw_arrangement(self) -> tuple[int, ...]:
         """One patch-shuffle arrangement from the trainer's generator (module doc, ``shuffle_prob``)."""

@@ -36,14 +36,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
-from monai.engines import Trainer
 from monai.engines.utils import IterationEvents, default_prepare_batch
 from monai.utils import CommonKeys as Keys
 from torch.nn.utils import parametrize
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from common.engines.utils import endless
+from common.engines.utils import AmpTrainer, endless
 from common.losses.translation import hinge_discriminator_loss, hinge_generator_loss, soft_dice_loss
 from common.networks.translation import TranslationSegNet
 from common.visualize import save_panel
@@ -75,7 +74,7 @@ def _l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).abs().mean()
 
 
-class TranslationTrainer(Trainer):
+class TranslationTrainer(AmpTrainer):
     """Translation / segmentation training of Vorontsov et al. (2022) and its baselines as a MONAI ``Trainer``
     (module docstring: the modes and loss terms). Loss weights default to the authors' code (3, 50, 50, 1, 0.01).
 
@@ -186,9 +185,6 @@ class TranslationTrainer(Trainer):
         self.consistency_noise_std = consistency_noise_std
         self.optim_set_to_none = optim_set_to_none
         self._absent: Iterator[Any] | None = None
-
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast(self.state.device.type, enabled=self.amp, **self.amp_kwargs)
 
     def _step(self, loss: torch.Tensor, optimizer: Optimizer) -> None:
         if self.scaler is not None:

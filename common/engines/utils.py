@@ -1,13 +1,35 @@
-"""Pieces shared by the engines: an endless pass over a second data loader, and scalar terms for logging."""
+"""Pieces shared by the engines: a MONAI ``Trainer`` base with the amp steps of trainers that hold several
+optimisers, an endless pass over a second data loader, and scalar terms for logging."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import torch
+from monai.engines import Trainer
+from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-__all__ = ["ScalarTerms", "endless"]
+__all__ = ["AmpTrainer", "ScalarTerms", "endless"]
+
+
+class AmpTrainer(Trainer):
+    """``monai.engines.Trainer`` for engines that write their own ``_iteration`` with one or more optimisers
+    (generator / discriminator / segmenter): the autocast context and the scaled backward + optimiser step that
+    follow the trainer's ``amp``, ``amp_kwargs`` and ``scaler``. The iteration calls ``scaler.update()`` once, after
+    its last step."""
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.state.device.type, enabled=self.amp, **self.amp_kwargs)
+
+    def _backward_step(self, loss: torch.Tensor, optimizer: Optimizer) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+        else:
+            loss.backward()
+            optimizer.step()
 
 
 def endless(loader: DataLoader, name: str = "second") -> Iterator[Any]:
