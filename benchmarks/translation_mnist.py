@@ -8,7 +8,9 @@ schedule and prints mean (std) over seeds beside the paper's values.
 Two Dice values per run, both on all P test images: the paper's soft Dice accumulated over the test set
 (``soft_dice_accumulated``) and the mean per-image Dice of the thresholded prediction. ``--seeds`` vary the training
 seed; the data set (``--data-seed``) stays the same. Results go to ``<out>/results.json`` and ``results.md``; the
-translation panels to ``<out>/panels/``. ``--jobs N`` runs the (method, seed) runs as N parallel subprocesses (on one
+translation panels to ``<out>/panels/``; the validation Dice after each epoch of every run is plotted against the
+training iteration in ``<out>/learning_curves.png`` (``--epoch-length`` sets how often it is measured), to show
+whether a schedule has run to convergence. ``--jobs N`` runs the (method, seed) runs as N parallel subprocesses (on one
 GPU they share it; each has its own folder ``<out>/runs/<config>_seed<s>/`` with its log ``log.txt``), after the
 parent has generated the data set once; the printed table and files are the same. The paper trains on the full set
 (59500 P + 59500 A images: ``--num-train 59500``, width 1, batch 20 + 20) on a GPU; any reduced schedule here is
@@ -103,6 +105,7 @@ def run_one(variant: str | None, seed: int, out: Path, args: argparse.Namespace)
     overrides = {**_overrides(seed, out, args), "ckpt_dir": str(run_dir / "models")}
     train_configs = ["train.json"] + ([variant] if variant else [])
     stamps: list[float] = []
+    curve: list[tuple[int, float]] = []
     seconds = {}
     for workflow_type, configs, extra in (
         ("train", train_configs, {}),
@@ -114,8 +117,13 @@ def run_one(variant: str | None, seed: int, out: Path, args: argparse.Namespace)
         if workflow_type == "train":
             trainer = workflow.parser.get_parsed_content("train#trainer")
             trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: stamps.append(time.perf_counter()))
+            evaluator = workflow.parser.get_parsed_content("validate#evaluator")
+            evaluator.add_event_handler(
+                Events.COMPLETED,
+                lambda e: curve.append((trainer.state.iteration, float(e.state.metrics[e.state.key_metric_name]))),
+            )
             if args.time_limit is not None:
-                _add_time_limit(trainer, workflow.parser.get_parsed_content("validate#evaluator"), start, args)
+                _add_time_limit(trainer, evaluator, start, args)
         workflow.run()
         if workflow_type == "train":
             stopped = bool(getattr(trainer.state, "stopped_early", False))
@@ -135,6 +143,7 @@ def run_one(variant: str | None, seed: int, out: Path, args: argparse.Namespace)
         "seconds_per_iteration": statistics.median(steps) if steps else float("nan"),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "stopped_by_time_limit": stopped,
+        "validation_curve": curve,
     }
 
 
@@ -179,6 +188,36 @@ def run_parallel(
                 results[key] = {"error": f"exit code {process.returncode}, log {run_dir / 'log.txt'}"}
                 print(f"{key[0]} seed {key[1]} failed: {results[key]['error']}", flush=True)
     return results
+
+
+def plot_learning_curves(results: dict[str, list[dict[str, Any]]], path: Path, schedule: str) -> None:
+    """Validation Dice (thresholded, the validator's key metric) against the training iteration, one line per run,
+    one colour per method; written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from common.atomic_write import atomic_path
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for index, (method, runs_) in enumerate(results.items()):
+        for run_index, run in enumerate(runs_):
+            points = run.get("validation_curve") or []
+            if points:
+                iterations, dice = zip(*points)
+                label = method if run_index == 0 else None
+                axis.plot(iterations, dice, marker=".", color=f"C{index}", label=label)
+    axis.set_xlabel("training iteration")
+    axis.set_ylabel("validation Dice (thresholded)")
+    axis.set_ylim(0, 1)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="best")
+    axis.set_title("\n".join(schedule[i : i + 100] for i in range(0, len(schedule), 100)), fontsize=7)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
 
 
 def _fmt(values: list[float]) -> str:
@@ -272,6 +311,7 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     (args.out / "results.md").write_text(text + "\n", encoding="utf-8")
+    plot_learning_curves(results, args.out / "learning_curves.png", schedule)
     (args.out / "results.json").write_text(
         json.dumps({"schedule": schedule, "results": results, "failed": failed}, indent=1), encoding="utf-8"
     )

@@ -45,6 +45,19 @@ def test_brats_half_slices_filters_and_domains():
     assert np.all(a_img[0][:, :2] == 0) and np.all(a_img[0][:, :, :2] == 0)  # zero outside the brain
 
 
+def test_brats_normalisation_pools_the_channels_as_the_authors():
+    """One mean and std over the non-zero voxels of all four channels (the authors' prepare_brats_data_hemispheres),
+    so a channel brighter than the others stays brighter after normalisation."""
+    image, label = _brain(np.random.default_rng(2), tumour=False)
+    image[..., 3] *= 3.0
+    _, _, a_img, _, _ = brats_half_slices(image, label)
+    values = image[image != 0]
+    expected = np.clip((image - values.mean()) / (5 * values.std()), -1, 1) * np.any(image != 0, axis=-1)[..., None]
+    half = image.shape[0] // 2
+    np.testing.assert_allclose(a_img[0], expected[:half, :, 1].transpose(2, 1, 0), atol=1e-5)
+    assert a_img[0][3][a_img[0][3] != 0].mean() > 0 > a_img[0][0][a_img[0][0] != 0].mean()
+
+
 def test_prepare_brats_writes_datalists(tmp_path: Path):
     rng = np.random.default_rng(1)
     vols = [_brain(rng, tumour=i % 2 == 0) for i in range(10)]
@@ -72,6 +85,16 @@ def test_lits_slices_crop_resize_and_lesion_width():
     assert len(p_img) == 2 and len(a_img) == 5  # liver slices 1-8; slice 6 has only a small lesion
     assert p_img[0].shape == p_mask[0].shape == (1, 32, 32) and p_mask[0].sum() > 0
     assert np.abs(p_img[0]).max() <= 1.0
+
+
+def test_lits_statistics_come_from_liver_tissue_without_lesions():
+    """The authors' prepare_lits.py normalises by the mean and std of label 1 only: very bright lesions do not inflate
+    the std, so healthy liver tissue (std 50) keeps a spread of about 1/5 (it would be ~0.006 with the lesions in)."""
+    image, label = _liver(np.random.default_rng(1))
+    image[label == 2] += 1e4
+    _, _, a_img, _, _ = lits_slices(image, label, size=40)
+    spreads = [float(a[a != 0].std()) for a in a_img]
+    assert len(spreads) == 5 and min(spreads) > 0.1 and max(spreads) < 0.3
 
 
 def test_sample_by_position_follows_present_histogram():

@@ -2,11 +2,12 @@
 translation", MedIA 2022 (arXiv 1904.01636), Sec. 4.2-4.3, from Medical Segmentation Decathlon layouts
 (``dataset.json`` with a ``"training"`` list; Task01_BrainTumour holds the BraTS volumes, Task03_Liver LiTS).
 
-* BraTS (:func:`prepare_brats`): per volume ``(v - mean) / (5 std)`` per channel over the brain (voxels non-zero in
-  any channel), clipped to [-1, 1]; axial slices split into left / right hemispheres (``C x H x W/2``, 4x240x120 for
+* BraTS (:func:`prepare_brats`): per volume ``(v - mean) / (5 std)``, one mean and std pooled over the non-zero voxels
+  of all channels (as the authors' ``prepare_brats_data_hemispheres.py``), clipped to [-1, 1]; axial slices split into left / right hemispheres (``C x H x W/2``, 4x240x120 for
   BraTS); half-slices with at least 25% brain are kept; P = tumour (any label > 0) covering at least 1% of the brain
   of the half-slice, A = no tumour, others dropped.
-* LiTS (:func:`prepare_lits`): per volume ``(v - mu) / (5 sigma)`` over the liver (label >= 1), clipped to [-1, 1];
+* LiTS (:func:`prepare_lits`): per volume ``(v - mu) / (5 sigma)``, statistics over the liver tissue (label 1, lesions
+  excluded, as the authors' ``prepare_lits.py``), clipped to [-1, 1];
   axial slices with liver covering at least 6% of the slice; P = a lesion (label 2) component at least 6 px wide in
   both directions, A = no lesion, others dropped; each kept slice is cropped to the liver's bounding box, resized to
   256x256 and zeroed outside the liver; A slices are sampled to follow a 20-bin histogram of the P slices' relative
@@ -37,6 +38,9 @@ from common.data.cluttered_mnist import publish
 __all__ = ["brats_half_slices", "lits_slices", "prepare_brats", "prepare_lits", "sample_by_position"]
 
 SPLITS = ("train", "validation", "test")
+# part of the cache key of a prepared folder: raised whenever the written data change (2: the authors' normalisation
+# statistics, pooled over the BraTS channels and over LiTS liver tissue without lesions)
+PREPARATION_VERSION = 2
 Slices = tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[float], list[float]]
 
 
@@ -44,14 +48,15 @@ def _load(path: Path) -> np.ndarray:
     return np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
 
 
-def _normalise(volume: np.ndarray, mask: np.ndarray, k: float = 5.0) -> np.ndarray:
-    """``(v - mean) / (k std)`` over ``mask`` per channel (last axis), clipped to [-1, 1]; 0 outside ``mask``."""
-    out = np.zeros_like(volume)
-    for c in range(volume.shape[-1]):
-        values = volume[..., c][mask]
-        if values.size:
-            out[..., c] = np.clip((volume[..., c] - values.mean()) / (k * values.std() + 1e-8), -1.0, 1.0)
-    return out * mask[..., None]
+def _normalise(volume: np.ndarray, statistics_mask: np.ndarray, keep_mask: np.ndarray, k: float = 5.0) -> np.ndarray:
+    """``(v - mean) / (k std)`` with one mean and std over the voxels of ``volume`` where ``statistics_mask`` is true
+    (both shaped like ``volume``, channels included), clipped to [-1, 1]; 0 where ``keep_mask`` (``volume``'s shape
+    without the channel axis) is false."""
+    values = volume[statistics_mask]
+    if not values.size:
+        return np.zeros_like(volume)
+    out = np.clip((volume - values.mean()) / (k * values.std() + 1e-8), -1.0, 1.0)
+    return out * keep_mask[..., None]
 
 
 def brats_half_slices(
@@ -72,7 +77,7 @@ def brats_half_slices(
         P images ``(C, Y, X/2)``, P masks ``(1, Y, X/2)``, A images, and the relative axial positions of P and A.
     """
     brain = np.any(image != 0, axis=-1)
-    volume = _normalise(image, brain)
+    volume = _normalise(image, image != 0, brain)
     half = image.shape[0] // 2
     p_img, p_mask, a_img, p_pos, a_pos = [], [], [], [], []
     for z in range(image.shape[2]):
@@ -120,7 +125,7 @@ def lits_slices(
         of P and A.
     """
     liver = label >= 1
-    volume = _normalise(image[..., None], liver)[..., 0]
+    volume = _normalise(image[..., None], (label == 1)[..., None], liver)[..., 0]
     p_img, p_mask, a_img, p_pos, a_pos = [], [], [], [], []
     for z in range(image.shape[2]):
         liver_z = liver[:, :, z]
@@ -182,6 +187,7 @@ def _prepare(
     dataset_dir = Path(dataset_dir)
     cases = json.loads((dataset_dir / "dataset.json").read_text(encoding="utf-8"))["training"]
     settings = {**settings, "task": task, "num_cases": len(cases), "split_fractions": list(split_fractions)}
+    settings["preparation_version"] = PREPARATION_VERSION
     settings.update(labelled_fraction=labelled_fraction, seed=seed, dataset_dir=str(dataset_dir.resolve()))
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     final = Path(work_dir) / f"{task}_s{seed}_{digest}"
