@@ -157,3 +157,23 @@ def test_trainer_rejects_missing_parts():
         TranslationTrainer("cpu", 1, _loader(2, True), net, opt, mode="mean_teacher")
     with pytest.raises(ValueError, match="mode"):
         TranslationTrainer("cpu", 1, _loader(2, True), net, opt, mode="gan")
+
+
+def test_mean_teacher_consistency_leaves_out_the_labelled_images():
+    """As the authors' mean_teacher_segmentation.py: labelled images take the Dice term only; with every image of the
+    batch labelled (and no A batch) the consistency term is exactly 0, with one unlabelled image it is not."""
+    torch.manual_seed(0)
+    net, teacher = TranslationSegNet(1, "48x48", width=WIDTH), TranslationSegNet(1, "48x48", width=WIDTH)
+    trainer = TranslationTrainer(
+        "cpu",
+        1,
+        _loader(2, True),
+        net,
+        torch.optim.Adam(net.parameters()),
+        mode="mean_teacher",
+        teacher_network=teacher,
+    )
+    images, labels = torch.rand(2, 1, 48, 48), (torch.rand(2, 1, 48, 48) > 0.8).float()
+    all_labelled = trainer._mean_teacher_terms(images, None, labels, torch.tensor([True, True]))
+    one_unlabelled = trainer._mean_teacher_terms(images, None, labels, torch.tensor([True, False]))
+    assert all_labelled["loss_consistency"].item() == 0.0 and one_unlabelled["loss_consistency"].item() > 0.0

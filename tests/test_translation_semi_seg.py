@@ -10,10 +10,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 from bundle_utils import missing_properties, run_workflow
+from monai.bundle import ConfigParser
 from PIL import Image
 from test_cluttered_mnist import write_small_mnist
 
 BUNDLE = "translation_semi_seg"
+CONFIGS = Path(__file__).resolve().parent.parent / "bundles" / BUNDLE / "configs"
 VARIANTS = ["seg_only.json", "ae_baseline.json", "mean_teacher.json", "sep_dec.json", "p_to_a_only.json"]
 VARIANTS += ["no_translation.json"]
 
@@ -91,3 +93,20 @@ def test_variant_trains(variant: str, tmp_path: Path, mnist_dir: Path):
     trainer = workflow.parser.get_parsed_content("train#trainer")
     assert trainer.state.iteration == 1 and np.isfinite(float(trainer.state.output["loss"]))
     assert (tmp_path / "models" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    "variant, weights",
+    [
+        ("seg_only.json", {"lambda_seg": 1.0}),
+        ("ae_baseline.json", {"lambda_seg": 1.0, "lambda_rec": 1.0}),
+        ("mean_teacher.json", {"lambda_seg": 1.0, "lambda_consistency": 0.01}),
+        (None, {"lambda_adv": 3.0, "lambda_rec": 50.0, "lambda_cyc": 50.0, "lambda_lat": 1.0, "lambda_seg": 0.01}),
+    ],
+)
+def test_loss_weights_are_the_authors_per_method(variant: str | None, weights: dict[str, float]):
+    """The baselines use the authors' own weights (genseg ae_006_seg.py, ae_006.py, mean_teacher_006.py: segmentation
+    1, reconstruction 1), not the proposed model's (bds3_003.py: 3, 50, 50, 1, 0.01)."""
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json")] + ([str(CONFIGS / variant)] if variant else []))
+    assert {key: parser[key] for key in weights} == weights

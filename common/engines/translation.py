@@ -21,9 +21,13 @@ TranslationSegNet`:
 * ``"segmentation"``: the seg-only baseline, ``lambda_seg * L_seg`` on the labelled images only.
 * ``"autoencoder"``: the autoencoder baseline, ``lambda_seg * L_seg + lambda_rec * (|G_ae(E(x_P)) - x_P| +
   |G_ae(E(x_A)) - x_A|)`` with the decoder without long skips.
-* ``"mean_teacher"``: ``lambda_seg * L_seg + lambda_consistency * MSE(sigmoid(S(x)), sigmoid(T(x)))`` over all P
-  (and A, when given) images, ``T`` the exponential moving average of ``S`` (ignite ``EMAHandler``, attached as a
-  train handler), optionally with independent Gaussian input noise for student and teacher.
+* ``"mean_teacher"``: ``lambda_seg * L_seg + lambda_consistency * MSE(sigmoid(S(x)), sigmoid(T(x)))`` over the
+  unlabelled P (and all A, when given) images (the labelled ones only take ``L_seg``, as the authors'
+  ``mean_teacher_segmentation.py``), ``T`` the exponential moving average of ``S`` (ignite ``EMAHandler``, attached as
+  a train handler), optionally with independent Gaussian input noise for student and teacher.
+
+The baselines' configs carry the authors' weights for them (``lambda_seg`` 1; autoencoder ``lambda_rec`` 1), not the
+proposed model's 0.01 and 50.
 """
 
 from __future__ import annotations
@@ -267,7 +271,13 @@ class TranslationTrainer(AmpTrainer):
             if bool(mask.any())
             else torch.zeros((), device=x_p.device)
         )
-        return {"loss_seg": seg, "loss_consistency": F.mse_loss(torch.sigmoid(logits.float()), target)}
+        unlabelled = torch.cat([~mask, mask.new_ones(images.shape[0] - n)])
+        consistency = (
+            F.mse_loss(torch.sigmoid(logits[unlabelled].float()), target[unlabelled])
+            if bool(unlabelled.any())
+            else torch.zeros((), device=x_p.device)
+        )
+        return {"loss_seg": seg, "loss_consistency": consistency}
 
     def _iteration(self, engine: TranslationTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
         """One generator/segmenter step, then (translation) one discriminator step. Returns the loss terms."""
