@@ -21,12 +21,12 @@ unlabelled pixels above ``T_semi``) and the mean confidence, ready for ``StatsHa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from monai.engines.utils import IterationEvents, default_prepare_batch
+from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer, SimpleInferer
 from monai.utils import CommonKeys as Keys
 from torch.optim import Optimizer
@@ -83,12 +83,9 @@ class AdversarialSemiTrainer(AmpTrainer):
         d_unlabeled_fakes: also show D the unlabelled predictions as fakes (Hung et al.'s ``D_remain``).
         ignore_index: label value excluded from the cross-entropy.
         inferer: how S is run on a batch (``SimpleInferer`` by default).
-        epoch_length, non_blocking, prepare_batch, iteration_update, postprocessing, key_train_metric,
-        additional_metrics, train_handlers, amp, decollate, optim_set_to_none, to_kwargs, amp_kwargs: as in
-            ``monai.engines.SupervisedTrainer``, except that ``decollate`` defaults to ``False`` (the unlabelled
-            ``confidence`` map ``(Bu, 1, H, W)`` may have another batch size than the labelled tensors); with ``amp``
-            both forward passes run under ``torch.autocast`` of the device type and one gradient scaler serves both
-            optimisers.
+        trainer_kwargs: the remaining arguments of :class:`~common.engines.utils.AmpTrainer` (``epoch_length``,
+            ``train_handlers``, ``amp``, ``optim_set_to_none``, ...; ``decollate`` defaults to ``False``: the
+            unlabelled ``confidence`` map ``(Bu, 1, H, W)`` may have another batch size than the labelled tensors).
     """
 
     def __init__(
@@ -111,39 +108,11 @@ class AdversarialSemiTrainer(AmpTrainer):
         d_unlabeled_fakes: bool = True,
         ignore_index: int = 255,
         inferer: Inferer | None = None,
-        epoch_length: int | None = None,
-        non_blocking: bool = False,
-        prepare_batch: Callable = default_prepare_batch,
-        iteration_update: Callable | None = None,
-        postprocessing: Callable | None = None,
-        key_train_metric: dict | None = None,
-        additional_metrics: dict | None = None,
-        train_handlers: Sequence | None = None,
-        amp: bool = False,
-        decollate: bool = False,
-        optim_set_to_none: bool = False,
-        to_kwargs: dict | None = None,
-        amp_kwargs: dict | None = None,
+        **trainer_kwargs: Any,
     ) -> None:
         if (d_network is None) != (d_optimizer is None):
             raise ValueError("d_network and d_optimizer must be given together (or both None for labels only).")
-        super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            data_loader=train_data_loader,
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
-            prepare_batch=prepare_batch,
-            iteration_update=iteration_update,
-            postprocessing=postprocessing,
-            key_metric=key_train_metric,
-            additional_metrics=additional_metrics,
-            handlers=train_handlers,
-            amp=amp,
-            decollate=decollate,
-            to_kwargs=to_kwargs,
-            amp_kwargs=amp_kwargs,
-        )
+        super().__init__(device, max_epochs, train_data_loader, **trainer_kwargs)
         self.network = network
         self.optimizer = optimizer
         self.num_classes = num_classes
@@ -159,7 +128,6 @@ class AdversarialSemiTrainer(AmpTrainer):
         self.d_unlabeled_fakes = d_unlabeled_fakes
         self.ignore_index = ignore_index
         self.inferer = SimpleInferer() if inferer is None else inferer
-        self.optim_set_to_none = optim_set_to_none
         self._unlabeled: Iterator[Any] | None = None
 
     def _next_unlabeled(self) -> torch.Tensor:

@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.engines.utils import IterationEvents, default_metric_cmp_fn
+from monai.engines.utils import IterationEvents
 from monai.losses import PatchAdversarialLoss
-from monai.transforms import Transform
 from torch.optim.optimizer import Optimizer
 from torch.utils.data import DataLoader
 
@@ -69,12 +68,9 @@ class AFSegTrainer(AmpTrainer):
         adversarial_loss: GAN criterion; default least squares (pix2pix/CycleGAN practice, the paper names none).
         seg_loss: segmentation loss on logits; default BCE with logits.
         image_key, label_key, background_key: batch keys.
-        epoch_length, non_blocking, iteration_update, postprocessing, key_train_metric, additional_metrics,
-        metric_cmp_fn, train_handlers, decollate, to_kwargs, amp_kwargs: as in ``monai.engines.Trainer``.
-        amp: automatic mixed precision: the forward passes and losses run under ``torch.autocast`` of the device
-            type (``amp_kwargs`` passed on), and the trainer's gradient scaler (``monai.engines.Trainer`` makes a
-            ``torch.cuda.amp.GradScaler``, which disables itself without CUDA) scales both optimisers' steps.
-        optim_set_to_none: ``zero_grad(set_to_none=...)``.
+        decollate: decollate the output (``True`` here: every tensor of the output has the batch size).
+        trainer_kwargs: the remaining arguments of :class:`~common.engines.utils.AmpTrainer` (``epoch_length``,
+            ``train_handlers``, ``amp``, ``optim_set_to_none``, ...).
 
     ``engine.state.output`` holds ``image``, ``label``, ``synthetic`` ``G(x)``, ``pred`` ``S(G(x))`` logits and
     the scalars ``loss`` (generator objective), ``g_adv_loss``, ``seg_loss``, ``shape_loss``, ``d_loss``.
@@ -96,37 +92,10 @@ class AFSegTrainer(AmpTrainer):
         image_key: str = "image",
         label_key: str = "label",
         background_key: str = "background",
-        epoch_length: int | None = None,
-        non_blocking: bool = False,
-        iteration_update: Callable | None = None,
-        postprocessing: Transform | None = None,
-        key_train_metric: dict | None = None,
-        additional_metrics: dict | None = None,
-        metric_cmp_fn: Callable = default_metric_cmp_fn,
-        train_handlers: Sequence | None = None,
         decollate: bool = True,
-        amp: bool = False,
-        optim_set_to_none: bool = False,
-        to_kwargs: dict | None = None,
-        amp_kwargs: dict | None = None,
+        **trainer_kwargs: Any,
     ) -> None:
-        super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            data_loader=train_data_loader,
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
-            iteration_update=iteration_update,
-            key_metric=key_train_metric,
-            additional_metrics=additional_metrics,
-            metric_cmp_fn=metric_cmp_fn,
-            handlers=train_handlers,
-            postprocessing=postprocessing,
-            amp=amp,
-            decollate=decollate,
-            to_kwargs=to_kwargs,
-            amp_kwargs=amp_kwargs,
-        )
+        super().__init__(device, max_epochs, train_data_loader, decollate=decollate, **trainer_kwargs)
         self.generator = generator
         self.discriminator = discriminator
         self.segmenter = segmenter
@@ -137,7 +106,6 @@ class AFSegTrainer(AmpTrainer):
         self.adversarial_loss = adversarial_loss or PatchAdversarialLoss(criterion="least_squares")
         self.seg_loss = seg_loss or torch.nn.BCEWithLogitsLoss()
         self.keys = (image_key, label_key, background_key)
-        self.optim_set_to_none = optim_set_to_none
 
     def _iteration(self, engine: AFSegTrainer, batchdata: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
         """One generator+segmenter step, then one discriminator step; fires ``IterationEvents.MODEL_COMPLETED``."""

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.engines.utils import IterationEvents, default_metric_cmp_fn
+from monai.engines.utils import IterationEvents
 from monai.losses import PatchAdversarialLoss
 from monai.networks.utils import one_hot
 from monai.utils import convert_to_tensor
@@ -76,12 +76,9 @@ class PixelRearrangementTrainer(AmpTrainer):
         seed: seed of the arrangement generator.
         adversarial_loss: criterion on the patch logits; default ``PatchAdversarialLoss(criterion="hinge")``.
         image_key, label_key: batch keys.
-        epoch_length, non_blocking, iteration_update, postprocessing, key_train_metric, additional_metrics,
-        metric_cmp_fn, train_handlers, amp, decollate, to_kwargs, amp_kwargs: as in ``monai.engines.Trainer``;
-            ``decollate`` defaults to ``False`` (the output holds scalars next to the batch tensors); with ``amp``
-            both steps run under ``torch.autocast`` of the device type and one gradient scaler serves both
-            optimisers.
-        optim_set_to_none: ``zero_grad(set_to_none=...)``.
+        trainer_kwargs: the remaining arguments of :class:`~common.engines.utils.AmpTrainer` (``epoch_length``,
+            ``train_handlers``, ``amp``, ``optim_set_to_none``, ...; ``decollate`` defaults to ``False``: the output
+            holds scalars next to the batch tensors).
 
     ``engine.state.output`` holds the float scalars ``loss_d``, ``loss_g_adv``, ``loss_fm``, ``loss_g`` (the
     generator objective) and, with a perceptual loss, ``loss_perceptual``; and for panels the tensors ``image``
@@ -109,37 +106,9 @@ class PixelRearrangementTrainer(AmpTrainer):
         adversarial_loss: Callable | None = None,
         image_key: str = "image",
         label_key: str = "label",
-        epoch_length: int | None = None,
-        non_blocking: bool = False,
-        iteration_update: Callable | None = None,
-        postprocessing: Callable | None = None,
-        key_train_metric: dict | None = None,
-        additional_metrics: dict | None = None,
-        metric_cmp_fn: Callable = default_metric_cmp_fn,
-        train_handlers: Sequence | None = None,
-        amp: bool = False,
-        decollate: bool = False,
-        optim_set_to_none: bool = False,
-        to_kwargs: dict | None = None,
-        amp_kwargs: dict | None = None,
+        **trainer_kwargs: Any,
     ) -> None:
-        super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            data_loader=train_data_loader,
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
-            iteration_update=iteration_update,
-            postprocessing=postprocessing,
-            key_metric=key_train_metric,
-            additional_metrics=additional_metrics,
-            metric_cmp_fn=metric_cmp_fn,
-            handlers=train_handlers,
-            amp=amp,
-            decollate=decollate,
-            to_kwargs=to_kwargs,
-            amp_kwargs=amp_kwargs,
-        )
+        super().__init__(device, max_epochs, train_data_loader, **trainer_kwargs)
         self.generator = generator
         self.discriminator = discriminator
         self.network = generator
@@ -156,7 +125,6 @@ class PixelRearrangementTrainer(AmpTrainer):
         self.adversarial_loss = adversarial_loss or PatchAdversarialLoss(criterion="hinge")
         self.feature_matching_loss = FeatureMatchingLoss()
         self.keys = (image_key, label_key)
-        self.optim_set_to_none = optim_set_to_none
 
     def draw_arrangement(self) -> tuple[int, ...]:
         """One patch-shuffle arrangement from the trainer's generator (module doc, ``shuffle_prob``)."""

@@ -32,7 +32,7 @@ proposed model's 0.01 and 50.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
-from monai.engines.utils import IterationEvents, default_prepare_batch
+from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 from torch.nn.utils import parametrize
 from torch.optim import Optimizer
@@ -101,9 +101,9 @@ class TranslationTrainer(AmpTrainer):
         teacher_network: the mean teacher (``EMAHandler.ema_model``), mode "mean_teacher".
         lambda_consistency: weight of the mean-teacher consistency (0.01).
         consistency_noise_std: std of the Gaussian input noise of student and teacher (0: none).
-        epoch_length, non_blocking, iteration_update, postprocessing, key_train_metric, additional_metrics,
-        train_handlers, amp, optim_set_to_none, to_kwargs, amp_kwargs: as in ``monai.engines.SupervisedTrainer``
-            (outputs are not decollated: P and A batches may differ in size).
+        trainer_kwargs: the remaining arguments of :class:`~common.engines.utils.AmpTrainer` (``epoch_length``,
+            ``train_handlers``, ``amp``, ``optim_set_to_none``, ...) but ``decollate``: outputs are not decollated
+            (P and A batches may differ in size).
     """
 
     def __init__(
@@ -127,17 +127,7 @@ class TranslationTrainer(AmpTrainer):
         teacher_network: torch.nn.Module | None = None,
         lambda_consistency: float = 0.01,
         consistency_noise_std: float = 0.0,
-        epoch_length: int | None = None,
-        non_blocking: bool = False,
-        iteration_update: Callable | None = None,
-        postprocessing: Callable | None = None,
-        key_train_metric: dict | None = None,
-        additional_metrics: dict | None = None,
-        train_handlers: Sequence | None = None,
-        amp: bool = False,
-        optim_set_to_none: bool = False,
-        to_kwargs: dict | None = None,
-        amp_kwargs: dict | None = None,
+        **trainer_kwargs: Any,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
@@ -154,23 +144,7 @@ class TranslationTrainer(AmpTrainer):
             raise ValueError("mode 'mean_teacher' needs teacher_network.")
         if mode == "autoencoder" and network.autoencoder_decoder is None:
             raise ValueError("mode 'autoencoder' needs a network built with autoencoder_decoder=True.")
-        super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            data_loader=train_data_loader,
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
-            prepare_batch=default_prepare_batch,
-            iteration_update=iteration_update,
-            postprocessing=postprocessing,
-            key_metric=key_train_metric,
-            additional_metrics=additional_metrics,
-            handlers=train_handlers,
-            amp=amp,
-            decollate=False,
-            to_kwargs=to_kwargs,
-            amp_kwargs=amp_kwargs,
-        )
+        super().__init__(device, max_epochs, train_data_loader, decollate=False, **trainer_kwargs)
         self.network = network
         self.optimizer = optimizer
         self.mode = mode
@@ -187,7 +161,6 @@ class TranslationTrainer(AmpTrainer):
         self.teacher_network = teacher_network
         self.lambda_consistency = lambda_consistency
         self.consistency_noise_std = consistency_noise_std
-        self.optim_set_to_none = optim_set_to_none
         self._absent: Iterator[Any] | None = None
 
     def _step(self, loss: torch.Tensor, optimizer: Optimizer) -> None:
