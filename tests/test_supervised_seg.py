@@ -51,6 +51,28 @@ def test_training_writes_checkpoints(trained: Path):
     assert len(datalists) == 1
 
 
+def test_trains_on_raw_3d_volumes_as_monai_label_hands_them(tmp_path: Path):
+    """MONAI Label overrides ``train#dataset#data`` / ``validate#dataset#data`` with its own labelled images, here 3D
+    NIfTI volumes in raw intensities (~100): the datasets slice and normalise them as the bundle's own preparation
+    does, so the 2D network trains on normalised (C, H, W) slices."""
+    rng = np.random.default_rng(0)
+    items = []
+    for case in range(2):
+        label = np.zeros((64, 64, 5), np.uint8)
+        label[20:40, 20:40, 1:4] = 1
+        volume = rng.normal(100.0, 20.0, label.shape).astype(np.float32) + 80.0 * label
+        for name, array in (("image", volume), ("label", label)):
+            nib.save(nib.Nifti1Image(array, np.eye(4)), tmp_path / f"{name}_{case}.nii.gz")
+        items.append({"image": str(tmp_path / f"image_{case}.nii.gz"), "label": str(tmp_path / f"label_{case}.nii.gz")})
+    overrides = {**_overrides(tmp_path), "train#dataset#data": items, "validate#dataset#data": items[:1]}
+    workflow = run_workflow(BUNDLE, ["train.json"], **overrides)
+    dataset = workflow.parser.get_parsed_content("train#dataset")
+    assert len(dataset) == 2 * 5  # every axial slice of both volumes
+    sample = dataset[0]
+    assert tuple(sample["image"].shape) == (1, 64, 64) and float(sample["image"].abs().max()) <= 1.0
+    assert (tmp_path / "models" / "model.pt").is_file()
+
+
 def test_resume_continues_from_checkpoint(trained: Path):
     """A second run with max_epochs 2 starts at epoch 2, not 1."""
     workflow = run_workflow(BUNDLE, ["train.json"], **{**_overrides(trained), "max_epochs": 2})

@@ -9,16 +9,20 @@ from .datalist import (
     split_by_group,
     write_json_atomic,
 )
-from .prepare import prepare_datalists
+from .prepare import is_prepared, prepare_datalists, prepare_items
+from .prepared_dataset import PreparedCacheDataset
 from .slices import SliceSettings, load_array, write_samples
 
 __all__ = [
+    "PreparedCacheDataset",
     "SliceSettings",
     "check_files_exist",
     "list_images",
     "load_array",
+    "is_prepared",
     "load_datalist",
     "prepare_datalists",
+    "prepare_items",
     "read_json",
     "select_labelled",
     "split_by_group",

@@ -3,15 +3,14 @@ translation", MedIA 2022 (arXiv 1904.01636), Sec. 4.2-4.3, from Medical Segmenta
 (``dataset.json`` with a ``"training"`` list; Task01_BrainTumour holds the BraTS volumes, Task03_Liver LiTS).
 
 * BraTS (:func:`prepare_brats`): per volume ``(v - mean) / (5 std)``, one mean and std pooled over the non-zero voxels
-  of all channels (as the authors' ``prepare_brats_data_hemispheres.py``), clipped to [-1, 1]; axial slices split into left / right hemispheres (``C x H x W/2``, 4x240x120 for
-  BraTS); half-slices with at least 25% brain are kept; P = tumour (any label > 0) covering at least 1% of the brain
-  of the half-slice, A = no tumour, others dropped.
+  of all channels (as the authors' ``prepare_brats_data_hemispheres.py``), clipped to [-1, 1]; axial slices split
+  into left / right hemispheres (``C x H x W/2``, 4x240x120 for BraTS); half-slices with at least 25% brain are kept;
+  P = tumour (any label > 0) covering at least 1% of the brain of the half-slice, A = no tumour, others dropped.
 * LiTS (:func:`prepare_lits`): per volume ``(v - mu) / (5 sigma)``, statistics over the liver tissue (label 1, lesions
-  excluded, as the authors' ``prepare_lits.py``), clipped to [-1, 1];
-  axial slices with liver covering at least 6% of the slice; P = a lesion (label 2) component at least 6 px wide in
-  both directions, A = no lesion, others dropped; each kept slice is cropped to the liver's bounding box, resized to
-  256x256 and zeroed outside the liver; A slices are sampled to follow a 20-bin histogram of the P slices' relative
-  axial positions.
+  excluded, as the authors' ``prepare_lits.py``), clipped to [-1, 1]; axial slices with liver covering at least 6% of
+  the slice; P = a lesion (label 2) component at least 6 px wide in both directions, A = no lesion, others dropped;
+  each kept slice is cropped to the liver's bounding box, resized to 256x256 and zeroed outside the liver; A slices
+  are sampled to follow a 20-bin histogram of the P slices' relative axial positions.
 
 Both split by volume (80/10/10, seeded), choose the labelled volumes (``labelled_fraction``, whole volumes only) and
 write the same layout as :mod:`common.data.cluttered_mnist` (``{split}_present_images.npy`` ``(N, C, H, W)``

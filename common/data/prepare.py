@@ -130,6 +130,61 @@ def prepare_datalists(
     return result
 
 
+def is_prepared(item: Mapping) -> bool:
+    """Whether ``item`` is a 2D sample written by the slice pipeline (it carries the ``domain`` the pipeline gives)."""
+    return "domain" in item
+
+
+def prepare_items(
+    items: Sequence[Mapping],
+    work_dir: str,
+    slicing: Mapping[str, Any] | None = None,
+    intensity: Mapping[str, Any] | None = None,
+    num_channels: int | None = None,
+    num_classes: int | None = None,
+) -> list[dict]:
+    """Items as a bundle's datasets need them: prepared 2D samples pass through; raw ``{"image", "label"}`` items (2D
+    images or 3D volumes, as MONAI Label hands a bundle its labelled images) go through the same slice pipeline as
+    :func:`prepare_datalists` (the bundle's ``slicing`` and ``intensity``), cached under
+    ``work_dir/prepared_items/<hash>`` and written to a temporary folder first.
+
+    Args:
+        items: datalist items, prepared samples and/or raw items with absolute paths.
+        work_dir: the bundle's output folder.
+        slicing, intensity, num_channels, num_classes: as in :func:`prepare_datalists`.
+
+    Returns:
+        the prepared samples first, then the samples of the raw items in their order.
+    """
+    prepared = [dict(item) for item in items if is_prepared(item)]
+    raw = [dict(item) for item in items if not is_prepared(item)]
+    if not raw:
+        return prepared
+    check_files_exist(raw, ("image", "label"), "the raw datalist items")
+    fingerprint = _fingerprint({"items": raw}, slicing, intensity, num_channels, num_classes)
+    final = Path(work_dir) / "prepared_items" / fingerprint
+    datalist_out = final / "datalist.json"
+    if not datalist_out.is_file():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{fingerprint}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            samples = write_samples(
+                raw,
+                tmp,
+                SliceSettings(**(slicing or {})),
+                NormaliseOverForeground(**(intensity or {})),
+                num_channels,
+                num_classes,
+            )
+            write_json_atomic(tmp / "datalist.json", {"items": _relocate(samples, tmp, final)})
+            _publish(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return prepared + read_json(datalist_out)["items"]
+
+
 def _split(
     datalist_path: Path, val_fraction: float, test_fraction: float, labelled_fraction: float, seed: int
 ) -> dict[str, list[dict]]:
@@ -169,8 +224,8 @@ def _publish(tmp: Path, final: Path) -> None:
 def _fingerprint(splits: Mapping[str, Sequence[Mapping]], *settings: Any) -> str:
     """Hash of the settings and of every input file (path, size, modification time)."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for name in SPLITS:
-        for item in splits[name]:
+    for name, items in splits.items():
+        for item in items:
             for key in ("image", "label"):
                 if key in item:
                     st = os.stat(item[key])
