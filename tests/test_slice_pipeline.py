@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import write_volume_dataset
 
-from common.data import SliceSettings, prepare_datalists, select_labelled, split_by_group
+from common.data import SliceSettings, prepare_datalists, prepare_items, select_labelled, split_by_group
 
 
 def test_split_by_group_keeps_groups_together():
@@ -114,6 +114,29 @@ def test_labelled_fraction_and_cache(volume_dataset: Path, tmp_path: Path):
         str(volume_dataset), str(work), val_fraction=0.0, test_fraction=0.0, labelled_fraction=0.5
     )
     assert again == lists and (prepared[0] / "datalist.json").stat().st_mtime_ns == mtime
+
+
+def test_prepare_items_passes_prepared_samples_and_slices_raw_items_like_prepare_datalists(
+    volume_dataset: Path, tmp_path: Path
+):
+    """Raw items (as MONAI Label hands them) become the same samples as prepare_datalists writes; prepared samples
+    pass through without anything written; a second call reads the cache."""
+    lists = prepare_datalists(str(volume_dataset), str(tmp_path / "a"), val_fraction=0.0, test_fraction=0.0)
+    raw = [
+        {
+            "image": str(volume_dataset / f"imagesTr/case_{i}.nii.gz"),
+            "label": str(volume_dataset / f"labelsTr/case_{i}.nii.gz"),
+        }
+        for i in range(6)
+    ]
+    work = tmp_path / "b"
+    assert prepare_items(lists["training"], str(work)) == lists["training"] and not work.exists()
+    samples = prepare_items(raw, str(work))
+    assert len(samples) == len(lists["training"]) == 6 * 8
+    for ours, theirs in zip(samples, lists["training"]):
+        np.testing.assert_array_equal(np.load(ours["image"]), np.load(theirs["image"]))
+        np.testing.assert_array_equal(np.load(ours["label"]), np.load(theirs["label"]))
+    assert prepare_items(raw, str(work)) == samples and len(list((work / "prepared_items").iterdir())) == 1
 
 
 def test_slice_axis_changes_slice_shape(tmp_path: Path):
