@@ -177,3 +177,25 @@ def test_mean_teacher_consistency_leaves_out_the_labelled_images():
     all_labelled = trainer._mean_teacher_terms(images, None, labels, torch.tensor([True, True]))
     one_unlabelled = trainer._mean_teacher_terms(images, None, labels, torch.tensor([True, False]))
     assert all_labelled["loss_consistency"].item() == 0.0 and one_unlabelled["loss_consistency"].item() > 0.0
+
+
+def test_adain_segment_norm_is_trained_by_the_segmentation_only():
+    """segment_norm="adain" (the authors' bds3_003): mode "segment" normalises with gains and biases an MLP predicts
+    from the code; the MLP is used (and so trained) by the segmentation only, and the residual decoder keeps a single
+    layer-norm set for translation."""
+    torch.manual_seed(0)
+    net = TranslationSegNet(1, "48x48", width=WIDTH, segment_norm="adain")
+    decoder = net.residual_decoder
+    assert decoder.adain is not None and decoder.out_norm.weight.shape[0] == 1
+    x = torch.rand(2, 1, 48, 48)
+    c, u, skips = net.encode(x)
+    net.residual(c, u, skips, x.shape[-2:]).sum().backward()
+    assert all(p.grad is None for p in decoder.adain.parameters())
+    logits = net.segment_logits(c.detach(), u.detach(), [s.detach() for s in skips], x.shape[-2:])
+    assert logits.shape == (2, 1, 48, 48)
+    logits.sum().backward()
+    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in decoder.adain.parameters())
+    brats = TranslationSegNet(4, "240x120", width=WIDTH, segment_norm="adain")  # code 8x4 from 240x120
+    assert brats(torch.rand(1, 4, 240, 120)).shape == (1, 2, 240, 120)
+    with pytest.raises(ValueError, match="segment_norm"):
+        TranslationSegNet(1, "48x48", width=WIDTH, segment_norm="batch")

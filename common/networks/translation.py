@@ -20,10 +20,13 @@ from common.networks.translation_blocks import Conv2dReflect, LayerNorm2d, crop_
 
 __all__ = [
     "PRESETS",
+    "AdaINParameters",
     "MultiScaleDiscriminator",
     "TranslationDecoder",
     "TranslationEncoder",
     "TranslationSegNet",
+    "adaptive_instance_norm",
+    "code_size",
     "scaled_channels",
 ]
 
@@ -37,6 +40,15 @@ PRESETS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "256x256": ((16, 32, 64, 128, 256, 512), (64, 128, 256, 512)),
 }
 UNIQUE_FRACTION = 0.25  # 512 bottleneck channels: 384 common, 128 unique
+
+
+def code_size(size: str, num_downsamplings: int) -> tuple[int, int]:
+    """``(h, w)`` of the code for a ``PRESETS`` key such as ``"240x120"``: each stride-2 block takes the ceiling of
+    half the size (reflection padding keeps odd sizes)."""
+    height, width = (int(n) for n in size.split("x"))
+    for _ in range(num_downsamplings):
+        height, width = -(-height // 2), -(-width // 2)
+    return height, width
 
 
 def scaled_channels(channels: Sequence[int], width: float) -> tuple[int, ...]:
@@ -117,14 +129,53 @@ class _DecoderBlock(nn.Module):
             else None
         )
 
-    def forward(self, x: torch.Tensor, norm_index: int) -> torch.Tensor:
-        """``(B, Cin, h, w)`` -> ``(B, Cout, 2h, 2w)``."""
-        y = x if self.norm is None else F.relu(self.norm(x, norm_index))
+    def forward(
+        self, x: torch.Tensor, norm_index: int, adain: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """``(B, Cin, h, w)`` -> ``(B, Cout, 2h, 2w)``; ``adain`` (per-sample gain and bias, ``(B, Cin)`` each)
+        replaces the layer norm by an adaptive instance norm."""
+        if self.norm is None:
+            y = x
+        elif adain is not None:
+            y = F.relu(adaptive_instance_norm(x, *adain))
+        else:
+            y = F.relu(self.norm(x, norm_index))
         y = self.conv(F.interpolate(y, scale_factor=2.0, mode="nearest"))
         if self.short_skip:
             skip = F.interpolate(x, scale_factor=2.0, mode="nearest")
             y = y + (skip if self.shortcut is None else self.shortcut(skip))
         return y
+
+
+def adaptive_instance_norm(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Instance norm of ``x`` ``(B, C, H, W)`` with per-sample ``gain`` and ``bias`` ``(B, C)`` (AdaIN, as MUNIT's
+    ``AdaptiveInstanceNorm2d`` that the authors use)."""
+    return F.instance_norm(x, eps=eps) * gain[:, :, None, None] + bias[:, :, None, None]
+
+
+class AdaINParameters(nn.Module):
+    """The MLP of the authors' ``bds3_003`` residual decoder that predicts, from the flattened decoder input, the
+    per-sample AdaIN gains and biases of mode ``"segment"``: ``mlp(n_layers=4, n_hidden=256)`` of genseg, linear layers
+    without nonlinearity whose middle layer is one ``nn.Linear`` applied twice (their list repeats the same module),
+    Kaiming-normal weights, no spectral norm.
+
+    Args:
+        in_features: ``C * h * w`` of the decoder input code.
+        out_features: twice the channels of every normalised layer.
+        hidden: hidden width (256).
+    """
+
+    def __init__(self, in_features: int, out_features: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.first = nn.Linear(in_features, hidden)
+        self.middle = nn.Linear(hidden, hidden)
+        self.last = nn.Linear(hidden, out_features)
+        for layer in (self.first, self.middle, self.last):
+            nn.init.kaiming_normal_(layer.weight)
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        """``(B, C, h, w)`` -> ``(B, out_features)``."""
+        return self.last(self.middle(self.middle(self.first(code.flatten(1)))))
 
 
 class TranslationDecoder(nn.Module):
@@ -133,7 +184,9 @@ class TranslationDecoder(nn.Module):
     concatenated), then norm -> ReLU -> conv -> tanh (mode ``"translate"``). With ``segmentation_head`` the mode
     ``"segment"`` ends in norm -> ReLU -> conv -> ReLU -> 1x1 classifier instead, returning logits (neither conv
     spectrally normalised). With two norm sets, ``"translate"`` and ``"segment"`` use separate layer-norm gains and
-    biases over the same convolutions.
+    biases over the same convolutions; with ``segment_norm="adain"`` mode ``"segment"`` instead normalises every
+    layer by instance norm with gains and biases that :class:`AdaINParameters` predicts from the code (the authors'
+    ``bds3_003`` configuration).
 
     Args:
         in_channels: channels of the input code.
@@ -146,6 +199,9 @@ class TranslationDecoder(nn.Module):
         num_norm_sets: 1, or 2 for the residual decoder's translate / segment parameter sets.
         segmentation_head: build the ``"segment"`` head.
         spectral_norm: spectrally normalise the convolutions (except the segmentation head's).
+        segment_norm: ``"layer"`` (the second layer-norm set of ``num_norm_sets`` 2) or ``"adain"`` (needs
+            ``segmentation_head``, ``num_norm_sets`` 1 and ``code_size``).
+        code_size: ``(h, w)`` of the input code, for ``"adain"``.
     """
 
     def __init__(
@@ -159,8 +215,14 @@ class TranslationDecoder(nn.Module):
         num_norm_sets: int = 1,
         segmentation_head: bool = False,
         spectral_norm: bool = True,
+        segment_norm: str = "layer",
+        code_size: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
+        if segment_norm not in ("layer", "adain"):
+            raise ValueError(f"segment_norm must be 'layer' or 'adain', got {segment_norm!r}.")
+        if segment_norm == "adain" and (not segmentation_head or num_norm_sets != 1 or code_size is None):
+            raise ValueError("segment_norm 'adain' needs segmentation_head, num_norm_sets 1 and code_size.")
         long_skips = skip_channels is not None
         extra = 1 if long_skips else 0
         widths = [in_channels] + [c + extra for c in channels]
@@ -176,6 +238,13 @@ class TranslationDecoder(nn.Module):
             Conv2dReflect(widths[-1], channels[-1], kernel_size, spectral_norm=False) if segmentation_head else None
         )
         self.classifier = nn.Conv2d(channels[-1], 1, 1) if segmentation_head else None
+        # channels of every layer norm in order (blocks after the first, then the output norm)
+        self.norm_channels = [widths[i] for i in range(1, len(channels))] + [widths[-1]]
+        self.adain = (
+            AdaINParameters(in_channels * int(code_size[0]) * int(code_size[1]), 2 * sum(self.norm_channels))
+            if segment_norm == "adain"
+            else None
+        )
         self.compressors = nn.ModuleList(
             nn.Sequential(nn.InstanceNorm2d(c, affine=False), Conv2dReflect(c, 1, 1, spectral_norm=spectral_norm))
             for c in (list(skip_channels)[::-1][: len(channels)] if long_skips else [])
@@ -191,17 +260,23 @@ class TranslationDecoder(nn.Module):
         if mode == "segment" and self.classifier is None:
             raise ValueError("this decoder has no segmentation head.")
         index = 1 if mode == "segment" and self.num_norm_sets > 1 else 0
+        adain = self._adain_parameters(code) if mode == "segment" and self.adain is not None else None
         x = code
         coarse_first = list(skips)[::-1]
         for i, block in enumerate(self.blocks):
-            x = block(x, index)
+            x = block(x, index, None if adain is None or i == 0 else adain[i - 1])
             if self.long_skips:
                 skip = coarse_first[i]
                 x = torch.cat([crop_or_pad(x, skip.shape[-2:]), self.compressors[i](skip)], dim=1)
-        x = F.relu(self.out_norm(x, index))
+        x = F.relu(self.out_norm(x, index) if adain is None else adaptive_instance_norm(x, *adain[-1]))
         if mode == "segment":
             return crop_or_pad(self.classifier(F.relu(self.seg_conv(x))), out_size)
         return crop_or_pad(torch.tanh(self.out_conv(x)), out_size)
+
+    def _adain_parameters(self, code: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-sample (gain, bias) ``(B, C)`` of every normalised layer, in :attr:`norm_channels` order."""
+        params = self.adain(code).split([2 * c for c in self.norm_channels], dim=1)
+        return [(p[:, :c], p[:, c:]) for p, c in zip(params, self.norm_channels)]
 
 
 class TranslationSegNet(nn.Module):
@@ -220,6 +295,9 @@ class TranslationSegNet(nn.Module):
             translates.
         autoencoder_decoder: add the autoencoder baseline's decoder ``G_ae`` (no long skips) on the whole code.
         spectral_norm: spectrally normalise the convolutions (all but the segmentation output conv and classifier).
+        segment_norm: how ``G_res`` normalises in mode ``"segment"``: ``"layer"``, its second layer-norm parameter
+            set (the method specification), or ``"adain"``, adaptive instance norm whose gains and biases an MLP
+            predicts from the code (the authors' ``bds3_003``, see :class:`AdaINParameters`).
     """
 
     def __init__(
@@ -230,6 +308,7 @@ class TranslationSegNet(nn.Module):
         separate_segmentation_decoder: bool = False,
         autoencoder_decoder: bool = False,
         spectral_norm: bool = True,
+        segment_norm: str = "layer",
     ) -> None:
         super().__init__()
         if size not in PRESETS:
@@ -252,9 +331,11 @@ class TranslationSegNet(nn.Module):
             5,
             short_skip=False,
             skip_channels=skip_channels,
-            num_norm_sets=1 if separate_segmentation_decoder else 2,
+            num_norm_sets=1 if separate_segmentation_decoder or segment_norm == "adain" else 2,
             segmentation_head=not separate_segmentation_decoder,
             spectral_norm=sn,
+            segment_norm="layer" if separate_segmentation_decoder else segment_norm,
+            code_size=code_size(size, len(enc_channels) - 1),
         )
         self.segmentation_decoder = (
             TranslationDecoder(
