@@ -73,6 +73,9 @@ def _overrides(seed: int, out: Path, args: argparse.Namespace) -> dict[str, Any]
     }
     if args.epoch_length is not None:  # else each config's own (seg_only.json: one pass over all P images)
         overrides["epoch_length"] = args.epoch_length
+    for assignment in args.set:
+        key, _, value = assignment.partition("=")
+        overrides[key] = json.loads(value)
     return overrides
 
 
@@ -246,6 +249,13 @@ def main() -> int:
         help="seconds of training per run (from building its workflow) after which it stops early, validates and is "
         "evaluated; the table gives the iterations each method reached",
     )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=JSON",
+        help="config overrides for every run, e.g. --set 'segment_norm=\"adain\"' (stated in the printed schedule)",
+    )
     parser.add_argument("--worker", nargs=2, default=None, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.out = args.out.resolve()
@@ -276,6 +286,7 @@ def main() -> int:
         f"{'all 10000' if args.num_test is None else args.num_test}; {args.jobs} run(s) at a time on "
         f"{', '.join(devices) or '-'}; wall time {wall:.0f} s"
         f"{'' if data_seconds is None else f' (data set ready after {data_seconds:.0f} s)'}"
+        f"{'' if not args.set else '; overrides ' + ', '.join(args.set)}"
     )
     lines = [
         "Cluttered MNIST 48x48 simple, 1% labels (only 9s). Soft Dice accumulated over all P test images (as the "
