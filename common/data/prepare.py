@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,26 +102,16 @@ def prepare_datalists(
     settings = SliceSettings(**(slicing or {}))
     normalise = NormaliseOverForeground(**(intensity or {}))
     fingerprint = _fingerprint(splits, slicing, intensity, num_channels, num_classes, label_scale)
-    prepared = Path(work_dir) / "prepared" / fingerprint
-    datalist_out = prepared / "datalist.json"
-    if not datalist_out.is_file():
-        tmp = prepared.parent / f".{fingerprint}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            result: dict[str, Any] = {
-                name: write_samples(
-                    splits[name], tmp / name, settings, normalise, num_channels, num_classes, label_scale
-                )
-                for name in SPLITS
-            }
-            result["test_volumes"] = splits["test"]
-            result = _relocate(result, tmp, prepared)
-            write_json_atomic(tmp / "datalist.json", result)
-            _publish(tmp, prepared)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    result = read_json(datalist_out)
+
+    def write_splits(tmp: Path) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            name: write_samples(splits[name], tmp / name, settings, normalise, num_channels, num_classes, label_scale)
+            for name in SPLITS
+        }
+        result["test_volumes"] = splits["test"]
+        return result
+
+    result = _build_once(Path(work_dir) / "prepared" / fingerprint, write_splits)
     if labelled_fraction > 0 and not result["training"]:
         raise ValueError(
             f"{datalist_path}: no labelled training slice is left after splitting and slice filtering "
@@ -162,27 +152,13 @@ def prepare_items(
         return prepared
     check_files_exist(raw, ("image", "label"), "the raw datalist items")
     fingerprint = _fingerprint({"items": raw}, slicing, intensity, num_channels, num_classes)
-    final = Path(work_dir) / "prepared_items" / fingerprint
-    datalist_out = final / "datalist.json"
-    if not datalist_out.is_file():
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".{fingerprint}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            samples = write_samples(
-                raw,
-                tmp,
-                SliceSettings(**(slicing or {})),
-                NormaliseOverForeground(**(intensity or {})),
-                num_channels,
-                num_classes,
-            )
-            write_json_atomic(tmp / "datalist.json", {"items": _relocate(samples, tmp, final)})
-            _publish(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return prepared + read_json(datalist_out)["items"]
+    settings = SliceSettings(**(slicing or {}))
+    normalise = NormaliseOverForeground(**(intensity or {}))
+    result = _build_once(
+        Path(work_dir) / "prepared_items" / fingerprint,
+        lambda tmp: {"items": write_samples(raw, tmp, settings, normalise, num_channels, num_classes)},
+    )
+    return prepared + result["items"]
 
 
 def _split(
@@ -209,6 +185,23 @@ def _split(
         "test": parts["test"],
         "unlabeled": train_unlabelled + load_datalist(datalist_path, "unlabeled"),
     }
+
+
+def _build_once(final: Path, build: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """The datalist cached in ``final/datalist.json``; if absent, ``build(tmp)`` writes the samples into a temporary
+    sibling folder and returns the datalist, whose paths are moved to ``final`` with the folder (removed on any
+    failure, so nothing half-written is left)."""
+    datalist_out = final / "datalist.json"
+    if not datalist_out.is_file():
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            write_json_atomic(tmp / "datalist.json", _relocate(build(tmp), tmp, final))
+            _publish(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return read_json(datalist_out)
 
 
 def _publish(tmp: Path, final: Path) -> None:
