@@ -148,6 +148,70 @@ def test_trainer_modes_run_and_update(mode: str, directions: str):
     assert any(not torch.equal(a, b) for a, b in zip(d_before, d_a.parameters())) == translating
 
 
+def _translation_trainer(net: TranslationSegNet) -> TranslationTrainer:
+    d_a, d_p = MultiScaleDiscriminator(1, width=WIDTH), MultiScaleDiscriminator(1, width=WIDTH)
+    return TranslationTrainer(
+        "cpu",
+        1,
+        _loader(4, True),
+        net,
+        torch.optim.Adam(net.parameters(), 1e-3, amsgrad=True),
+        absent_data_loader=_loader(4, False),
+        discriminator_a=d_a,
+        discriminator_p=d_p,
+        d_optimizer=torch.optim.Adam([*d_a.parameters(), *d_p.parameters()], 1e-3, amsgrad=True),
+    )
+
+
+def test_latent_reconstruction_covers_translated_and_reconstructed_codes_as_the_authors():
+    """Eq. 9 as the authors' bd_segmentation.py: whole code of x_PP vs (c_P, u_P), common code of the translation
+    x_PA vs c_P, common code of x_AA vs c_A, whole code of x_AP vs (c_A, z)."""
+    torch.manual_seed(0)
+    net = TranslationSegNet(1, "48x48", width=WIDTH).eval()  # eval: spectral norm's power iteration stays put
+    trainer = _translation_trainer(net)
+    x_p, x_a = torch.rand(2, 1, 48, 48), torch.rand(2, 1, 48, 48)
+    labels, mask = torch.zeros(2, 1, 48, 48), torch.tensor([False, False])
+    with torch.no_grad():
+        torch.manual_seed(1)
+        terms, _ = trainer._translation_terms(x_p, x_a, labels, mask)
+        torch.manual_seed(1)
+        (c_p, u_p, s_p), (c_a, u_a, s_a) = net.encode(x_p), net.encode(x_a)
+        z = torch.randn_like(u_a)
+        x_pa, x_aa = net.healthy(c_p, s_p, (48, 48)), net.healthy(c_a, s_a, (48, 48))
+        x_pp, x_ap = x_pa + net.residual(c_p, u_p, s_p, (48, 48)), x_aa + net.residual(c_a, z, s_a, (48, 48))
+        code = {name: net.encode(x)[:2] for name, x in {"pp": x_pp, "pa": x_pa, "aa": x_aa, "ap": x_ap}.items()}
+
+        def l1(a: torch.Tensor, b: torch.Tensor) -> float:
+            return (a - b).abs().mean().item()
+
+        expected = (
+            l1(torch.cat(code["pp"], 1), torch.cat([c_p, u_p], 1))
+            + l1(code["pa"][0], c_p)
+            + l1(code["aa"][0], c_a)
+            + l1(torch.cat(code["ap"], 1), torch.cat([c_a, z], 1))
+        )
+    assert terms["loss_lat"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_discriminators_step_before_the_generator_meets_them():
+    """As the authors' bd_segmentation.py: the discriminators take their step on this iteration's fakes first; the
+    generator's adversarial term then runs the updated discriminators (frozen), before the generator step."""
+    torch.manual_seed(0)
+    trainer = _translation_trainer(TranslationSegNet(1, "48x48", width=WIDTH))
+    events: list[str] = []
+    for name, d in (("D_A", trainer.discriminator_a), ("D_P", trainer.discriminator_p)):
+        d.register_forward_hook(
+            lambda m, i, o, name=name: events.append(
+                f"{name} {'train' if next(m.parameters()).requires_grad else 'frozen'}"
+            )
+        )
+    trainer.d_optimizer.register_step_post_hook(lambda *_: events.append("D step"))
+    trainer.optimizer.register_step_post_hook(lambda *_: events.append("G step"))
+    trainer.run()
+    first = events[: events.index("G step") + 1]
+    assert first == ["D_A train"] * 2 + ["D_P train"] * 2 + ["D step", "D_A frozen", "D_P frozen", "G step"]
+
+
 def test_trainer_rejects_missing_parts():
     net = TranslationSegNet(1, width=WIDTH)
     opt = torch.optim.Adam(net.parameters())

@@ -7,13 +7,18 @@ iterator over the A loader. Modes (``mode`` x ``directions``), all over :class:`
 TranslationSegNet`:
 
 * ``"translation"``, ``"both"`` (the proposed method, Sec. 3): generator step on
-  ``lambda_adv * L_adv + lambda_rec * L_rec + lambda_cyc * L_cyc + lambda_lat * L_lat + lambda_seg * L_seg``, then
+  ``lambda_adv * L_adv + lambda_rec * L_rec + lambda_cyc * L_cyc + lambda_lat * L_lat + lambda_seg * L_seg``, after
   one hinge step of the two discriminators (``D_A`` judges ``x_PA`` against real A, ``D_P`` judges ``x_AP`` against
   real P). With ``x_PA = G_com(c_P)``, ``x_PP = x_PA + G_res(c_P, u_P)``, ``x_AA = G_com(c_A)``,
   ``x_AP = x_AA + G_res(c_A, z)`` (``z ~ N(0, I)``), ``(c_AP, u_AP) = E(x_AP)``:
   ``L_rec = |x_PP - x_P| + |x_AA - x_A|``, ``L_cyc = |G_com(c_AP) - x_A|``,
-  ``L_lat = |E(x_PP) - (c_P, u_P)| + |E(x_AA) - (c_A, u_A)| + |c_AP - c_A| + |u_AP - z|`` (L1 means),
-  ``L_adv = -D_A(x_PA) - D_P(x_AP)``, ``L_seg`` the soft Dice of ``G_res`` in mode "segment" on the labelled P.
+  ``L_lat = |E(x_PP) - (c_P, u_P)| + |c(E(x_PA)) - c_P| + |c(E(x_AA)) - c_A| + |(c_AP, u_AP) - (c_A, z)|``
+  (Eq. 9: the codes of the translated images ``x_PA``, ``x_AP`` and of the reconstructions ``x_PP``, ``x_AA``; L1
+  means over the whole code where the authors' ``bd_segmentation.py`` compares whole codes, over the common code
+  where it compares common codes), ``L_adv = -D_A(x_PA) - D_P(x_AP)``, ``L_seg`` the soft Dice of ``G_res`` in mode
+  "segment" on the labelled P. As in the authors' ``bd_segmentation.py`` the discriminators take their step first,
+  on the fakes of this iteration's forward pass, and the generator's adversarial term is then computed with the
+  updated discriminators.
 * ``"translation"``, ``"p_to_a"``: the "P to A only" ablation: no A->P translation (no ``x_AP``, ``D_P``, cycle or
   ``(c_AP, u_AP)`` terms).
 * ``"translation"``, ``"none"``: the "no translation" ablation: no discriminators; the decoders only reconstruct
@@ -199,7 +204,8 @@ class TranslationTrainer(AmpTrainer):
     def _translation_terms(
         self, x_p: torch.Tensor, x_a: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Generator loss terms (unweighted scalars) and the fakes ``{"x_pa", "x_ap"}`` for the discriminators."""
+        """Generator loss terms but the adversarial one (unweighted scalars), and the fakes ``{"x_pa", "x_ap"}``
+        (those of the directions trained) for the discriminators."""
         net, size = self.network, x_p.shape[-2:]
         c_p, u_p, s_p = net.encode(x_p)
         c_a, u_a, s_a = net.encode(x_a)
@@ -207,25 +213,47 @@ class TranslationTrainer(AmpTrainer):
         x_pp = x_pa + net.residual(c_p, u_p, s_p, size)
         x_aa = net.healthy(c_a, s_a, size)
         c_pp, u_pp, _ = net.encode(x_pp)
-        c_aa, u_aa, _ = net.encode(x_aa)
+        c_pa, _, _ = net.encode(x_pa)
+        c_aa, _, _ = net.encode(x_aa)
         terms = {
             "loss_seg": self._segmentation_loss(c_p, u_p, s_p, labels, mask),
             "loss_rec": _l1(x_pp, x_p) + _l1(x_aa, x_a),
-            "loss_lat": _l1(c_pp, c_p) + _l1(u_pp, u_p) + _l1(c_aa, c_a) + _l1(u_aa, u_a),
+            "loss_lat": _l1(torch.cat([c_pp, u_pp], 1), torch.cat([c_p, u_p], 1)) + _l1(c_pa, c_p) + _l1(c_aa, c_a),
         }
-        fakes = {}
-        if self.directions in ("both", "p_to_a"):
-            fakes["x_pa"] = x_pa
-            terms["loss_adv"] = hinge_generator_loss(self.discriminator_a(x_pa))
+        fakes = {"x_pa": x_pa} if self.directions in ("both", "p_to_a") else {}
         if self.directions == "both":
             z = torch.randn_like(u_a)
             x_ap = x_aa + net.residual(c_a, z, s_a, size)
             c_ap, u_ap, s_ap = net.encode(x_ap)
             terms["loss_cyc"] = _l1(net.healthy(c_ap, s_ap, size), x_a)
-            terms["loss_lat"] = terms["loss_lat"] + _l1(c_ap, c_a) + _l1(u_ap, z)
-            terms["loss_adv"] = terms["loss_adv"] + hinge_generator_loss(self.discriminator_p(x_ap))
+            terms["loss_lat"] = terms["loss_lat"] + _l1(torch.cat([c_ap, u_ap], 1), torch.cat([c_a, z], 1))
             fakes["x_ap"] = x_ap
         return terms, fakes
+
+    def _adversarial_term(self, fakes: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Generator hinge term ``-D_A(x_PA) [- D_P(x_AP)]`` (unweighted)."""
+        loss = hinge_generator_loss(self.discriminator_a(fakes["x_pa"]))
+        if self.discriminator_p is not None:
+            loss = loss + hinge_generator_loss(self.discriminator_p(fakes["x_ap"]))
+        return loss
+
+    def _discriminator_step(self, x_p: torch.Tensor, x_a: torch.Tensor, fakes: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One hinge step of the discriminators on real images and the detached fakes; returns the weighted loss."""
+        discriminators = self._discriminators()
+        for d in discriminators:
+            d.requires_grad_(True)
+        self.d_optimizer.zero_grad(set_to_none=self.optim_set_to_none)
+        with self._autocast(), parametrize.cached():
+            loss_d = hinge_discriminator_loss(self.discriminator_a(x_a), self.discriminator_a(fakes["x_pa"].detach()))
+            if self.discriminator_p is not None:
+                loss_d = loss_d + hinge_discriminator_loss(
+                    self.discriminator_p(x_p), self.discriminator_p(fakes["x_ap"].detach())
+                )
+            loss_d = self.lambda_adv * loss_d
+        self._step(loss_d, self.d_optimizer)
+        for d in discriminators:
+            d.requires_grad_(False)
+        return loss_d
 
     def _mean_teacher_terms(
         self, x_p: torch.Tensor, x_a: torch.Tensor | None, labels: torch.Tensor, mask: torch.Tensor
@@ -253,7 +281,8 @@ class TranslationTrainer(AmpTrainer):
         return {"loss_seg": seg, "loss_consistency": consistency}
 
     def _iteration(self, engine: TranslationTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
-        """One generator/segmenter step, then (translation) one discriminator step. Returns the loss terms."""
+        """(Translation) one discriminator step on this forward pass's fakes, then one generator/segmenter step.
+        Returns the loss terms."""
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         x_p = engine._to_device(torch.as_tensor(batchdata[Keys.IMAGE]))
@@ -289,7 +318,11 @@ class TranslationTrainer(AmpTrainer):
                 }
             else:
                 terms = engine._mean_teacher_terms(x_p, x_a, labels, mask)
-            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        loss_d = engine._discriminator_step(x_p, x_a, fakes) if discriminators else None
+        with engine._autocast(), parametrize.cached():
+            if discriminators:
+                terms["loss_adv"] = engine._adversarial_term(fakes)
             weights = {
                 "loss_seg": engine.lambda_seg,
                 "loss_rec": engine.lambda_rec,
@@ -301,21 +334,7 @@ class TranslationTrainer(AmpTrainer):
             loss = sum(weights[k] * v for k, v in terms.items())
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         engine._step(loss, engine.optimizer)
-
-        if discriminators:
-            for d in discriminators:
-                d.requires_grad_(True)
-            engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-            with engine._autocast(), parametrize.cached():
-                loss_d = hinge_discriminator_loss(
-                    engine.discriminator_a(x_a), engine.discriminator_a(fakes["x_pa"].detach())
-                )
-                if engine.discriminator_p is not None:
-                    loss_d = loss_d + hinge_discriminator_loss(
-                        engine.discriminator_p(x_p), engine.discriminator_p(fakes["x_ap"].detach())
-                    )
-                loss_d = engine.lambda_adv * loss_d
-            engine._step(loss_d, engine.d_optimizer)
+        if loss_d is not None:
             terms["loss_d"] = loss_d
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if engine.scaler is not None:
