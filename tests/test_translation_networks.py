@@ -87,6 +87,9 @@ def test_separate_segmentation_decoder():
     net = TranslationSegNet(1, "48x48", width=WIDTH, separate_segmentation_decoder=True)
     assert net.residual_decoder.classifier is None and net.segmentation_decoder.classifier is not None
     assert net(torch.randn(1, 1, 48, 48)).shape == (1, 2, 48, 48)
+    for bad in ("adain", "Layer"):  # a misspelt or inapplicable segment_norm is refused, not silently ignored
+        with pytest.raises(ValueError, match="segment_norm"):
+            TranslationSegNet(1, "48x48", width=WIDTH, separate_segmentation_decoder=True, segment_norm=bad)
 
 
 def test_conv_reflect_keeps_ceil_size_down_to_one_pixel():

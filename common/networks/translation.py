@@ -313,6 +313,13 @@ class TranslationSegNet(nn.Module):
         super().__init__()
         if size not in PRESETS:
             raise ValueError(f"size must be one of {sorted(PRESETS)}, got {size!r}.")
+        if segment_norm not in ("layer", "adain"):
+            raise ValueError(f"segment_norm must be 'layer' or 'adain', got {segment_norm!r}.")
+        if separate_segmentation_decoder and segment_norm != "layer":
+            raise ValueError(
+                "segment_norm 'adain' switches the shared residual decoder to AdaIN in mode 'segment'; the separate "
+                "segmentation decoder (separate_segmentation_decoder=True) has its own layer norm: use 'layer'."
+            )
         enc_channels = scaled_channels(PRESETS[size][0], width)
         bottleneck = enc_channels[-1]
         unique = max(1, int(round(bottleneck * UNIQUE_FRACTION)))
