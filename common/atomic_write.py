@@ -2,11 +2,13 @@
 
 Readers (and a restarted run) see either the old file or the whole new one, never half a file. A process killed
 mid-write leaves only the hidden ``.<stem>.partial-<pid><suffix>`` file, which :func:`remove_partial_files` deletes.
+Whole folders (prepared data sets) are built under a temporary name and moved into place by :func:`publish_folder`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,3 +57,17 @@ def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def publish_folder(tmp: str | os.PathLike, final: str | os.PathLike, marker: str) -> Path:
+    """Moves the finished folder ``tmp`` to ``final`` (one rename). When another process (a DDP rank preparing the
+    same seeded data) published ``final`` first, which its ``marker`` file (the index or datalist written last)
+    shows, ``tmp`` is removed and the other's folder kept; any other failure is raised. Returns ``final``."""
+    tmp, final = Path(tmp), Path(final)
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if not (final / marker).is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final

@@ -9,7 +9,7 @@ import torch
 from ignite.engine import Engine
 from monai.handlers import CheckpointSaver
 
-from common.atomic_write import atomic_path, remove_partial_files, write_text_atomic
+from common.atomic_write import atomic_path, publish_folder, remove_partial_files, write_text_atomic
 from common.handlers import AtomicCheckpointSaver, ResumableCheckpoint
 
 
@@ -90,3 +90,23 @@ def test_atomic_saver_writes_the_files_monai_writes(tmp_path: Path):
     assert sorted(p.name for p in (tmp_path / "atomic").iterdir()) == sorted(
         p.name for p in (tmp_path / "monai").iterdir()
     )
+
+
+def test_publish_folder_moves_once_and_keeps_the_first_published(tmp_path: Path):
+    """A second process publishing the same data set keeps the first one's folder and removes its own; a final
+    folder without the marker (something else is in the way) is an error, not silently kept."""
+    first, second, final = tmp_path / ".a.tmp", tmp_path / ".b.tmp", tmp_path / "set"
+    for folder, text in ((first, "first"), (second, "second")):
+        folder.mkdir()
+        (folder / "index.json").write_text(text)
+    assert publish_folder(first, final, "index.json") == final and not first.exists()
+    assert publish_folder(second, final, "index.json") == final and not second.exists()
+    assert (final / "index.json").read_text() == "first"
+    blocked, unmarked = tmp_path / ".c.tmp", tmp_path / "other"
+    blocked.mkdir()
+    (blocked / "index.json").write_text("x")
+    unmarked.mkdir()
+    (unmarked / "something").write_text("y")
+    with pytest.raises(OSError):
+        publish_folder(blocked, unmarked, "index.json")
+    assert blocked.is_dir()

@@ -22,13 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from common.atomic_write import publish_folder
 from common.data.mnist import SPLITS, load_mnist
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
     "cluttered_mnist_datalists",
     "make_domain",
     "prepare_cluttered_mnist",
-    "publish",
 ]
 
 # variant -> (image size, clutter pieces)
@@ -233,19 +232,7 @@ def prepare_cluttered_mnist(
     (folder / "index.json").write_text(
         json.dumps({"settings": settings, "labelled": labelled.tolist()}, indent=1), encoding="utf-8"
     )
-    return publish(folder, final)
-
-
-def publish(tmp: Path, final: Path) -> Path:
-    """Renames the finished folder ``tmp`` to ``final``; when another process (a DDP rank) published ``final``
-    first, ``tmp`` is removed and the other's set is used (both are identical: generation is seeded)."""
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        if not (final / "index.json").is_file():
-            raise
-        shutil.rmtree(tmp)
-    return final
+    return publish_folder(folder, final, "index.json")
 
 
 def cluttered_mnist_datalists(folder: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from common.data.cluttered_mnist import publish
+from common.atomic_write import publish_folder
 
 __all__ = ["brats_half_slices", "lits_slices", "prepare_brats", "prepare_lits", "sample_by_position"]
 
@@ -225,7 +225,7 @@ def _prepare(
     (folder / "index.json").write_text(
         json.dumps({"settings": settings, "labelled": labelled}, indent=1), encoding="utf-8"
     )
-    return publish(folder, final)
+    return publish_folder(folder, final, "index.json")
 
 
 def prepare_brats(

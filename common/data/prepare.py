@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from common.atomic_write import publish_folder
 from common.transforms.intensity import NormaliseOverForeground
 
 from .datalist import (
@@ -197,21 +198,11 @@ def _build_once(final: Path, build: Callable[[Path], dict[str, Any]]) -> dict[st
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             write_json_atomic(tmp / "datalist.json", _relocate(build(tmp), tmp, final))
-            _publish(tmp, final)
+            publish_folder(tmp, final, "datalist.json")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return read_json(datalist_out)
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    """Move the finished folder ``tmp`` to ``final``; if another process (a DDP rank) got there first, keep its."""
-    try:
-        os.replace(tmp, final)
-    except OSError:
-        if not (final / "datalist.json").is_file():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _fingerprint(splits: Mapping[str, Sequence[Mapping]], *settings: Any) -> str:
