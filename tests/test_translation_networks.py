@@ -226,11 +226,20 @@ def test_trainer_rejects_missing_parts():
         TranslationTrainer("cpu", 1, _loader(2, True), net, opt, mode="gan")
 
 
-def test_mean_teacher_consistency_leaves_out_the_labelled_images():
-    """As the authors' mean_teacher_segmentation.py: labelled images take the Dice term only; with every image of the
-    batch labelled (and no A batch) the consistency term is exactly 0, with one unlabelled image it is not."""
+def test_mean_teacher_consistency_leaves_out_the_labelled_images_and_the_absent_domain():
+    """As the authors' mean_teacher_segmentation.py: labelled images take the Dice term only (with every image of the
+    batch labelled the consistency term is exactly 0, with one unlabelled image it is not), and A images take no part:
+    a mean-teacher run never draws from the A loader (here one that fails when read)."""
     torch.manual_seed(0)
     net, teacher = TranslationSegNet(1, "48x48", width=WIDTH), TranslationSegNet(1, "48x48", width=WIDTH)
+
+    class Unreadable(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, index: int) -> dict:
+            raise AssertionError("the mean teacher read an A image")
+
     trainer = TranslationTrainer(
         "cpu",
         1,
@@ -238,12 +247,15 @@ def test_mean_teacher_consistency_leaves_out_the_labelled_images():
         net,
         torch.optim.Adam(net.parameters()),
         mode="mean_teacher",
+        absent_data_loader=DataLoader(Unreadable(), batch_size=2),
         teacher_network=teacher,
     )
     images, labels = torch.rand(2, 1, 48, 48), (torch.rand(2, 1, 48, 48) > 0.8).float()
-    all_labelled = trainer._mean_teacher_terms(images, None, labels, torch.tensor([True, True]))
-    one_unlabelled = trainer._mean_teacher_terms(images, None, labels, torch.tensor([True, False]))
+    all_labelled = trainer._mean_teacher_terms(images, labels, torch.tensor([True, True]))
+    one_unlabelled = trainer._mean_teacher_terms(images, labels, torch.tensor([True, False]))
     assert all_labelled["loss_consistency"].item() == 0.0 and one_unlabelled["loss_consistency"].item() > 0.0
+    trainer.run()
+    assert trainer.state.iteration == 1
 
 
 def test_adain_segment_norm_is_trained_by_the_segmentation_only():

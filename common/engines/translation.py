@@ -27,8 +27,9 @@ TranslationSegNet`:
 * ``"autoencoder"``: the autoencoder baseline, ``lambda_seg * L_seg + lambda_rec * (|G_ae(E(x_P)) - x_P| +
   |G_ae(E(x_A)) - x_A|)`` with the decoder without long skips.
 * ``"mean_teacher"``: ``lambda_seg * L_seg + lambda_consistency * MSE(sigmoid(S(x)), sigmoid(T(x)))`` over the
-  unlabelled P (and all A, when given) images (the labelled ones only take ``L_seg``, as the authors'
-  ``mean_teacher_segmentation.py``), ``T`` the exponential moving average of ``S`` (ignite ``EMAHandler``, attached as
+  unlabelled P images of the batch (the labelled ones only take ``L_seg``; A images are not used: the authors'
+  ``mean_teacher_segmentation.py`` forwards them but takes the consistency over the P batch's unlabelled indices
+  only), ``T`` the exponential moving average of ``S`` (ignite ``EMAHandler``, attached as
   a train handler), optionally with independent Gaussian input noise for student and teacher.
 
 The baselines' configs carry the authors' weights for them (``lambda_seg`` 1; autoencoder ``lambda_rec`` 1), not the
@@ -95,8 +96,8 @@ class TranslationTrainer(AmpTrainer):
         network: the :class:`~common.networks.translation.TranslationSegNet` (generator and segmenter).
         optimizer: optimiser of ``network`` (AMSGrad, betas (0.5, 0.999), lr 1e-3, weight decay 1e-4 in the paper).
         mode: one of :data:`MODES`.
-        absent_data_loader: A batches ``{"image": (B', C, H, W)}`` (translation and autoencoder modes; optional for
-            the mean teacher).
+        absent_data_loader: A batches ``{"image": (B', C, H, W)}`` (translation and autoencoder modes; the other
+            modes do not draw from it).
         discriminator_a: ``D_A``, ``(B, C, H, W)`` -> ``(B,)`` (translation with directions "both" or "p_to_a").
         discriminator_p: ``D_P`` (translation with directions "both").
         d_optimizer: optimiser of both discriminators.
@@ -181,10 +182,8 @@ class TranslationTrainer(AmpTrainer):
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.state.device, non_blocking=self.non_blocking, **self.to_kwargs)
 
-    def _next_absent(self) -> torch.Tensor | None:
-        """The next ``(B', C, H, W)`` A batch on the device, or None without an A loader."""
-        if self.absent_data_loader is None:
-            return None
+    def _next_absent(self) -> torch.Tensor:
+        """The next ``(B', C, H, W)`` A batch on the device."""
         if self._absent is None:
             self._absent = endless(self.absent_data_loader, "absent-domain")
         return self._to_device(torch.as_tensor(next(self._absent)[Keys.IMAGE]))
@@ -256,27 +255,23 @@ class TranslationTrainer(AmpTrainer):
         return loss_d
 
     def _mean_teacher_terms(
-        self, x_p: torch.Tensor, x_a: torch.Tensor | None, labels: torch.Tensor, mask: torch.Tensor
+        self, x_p: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        images = x_p if x_a is None else torch.cat([x_p, x_a])
+        """Soft Dice of the student on the labelled P images, consistency with the teacher on the unlabelled ones."""
         noise = self.consistency_noise_std
-        student_in = images + noise * torch.randn_like(images) if noise > 0 else images
+        student_in = x_p + noise * torch.randn_like(x_p) if noise > 0 else x_p
         c, u, skips = self.network.encode(student_in)
-        logits = self.network.segment_logits(c, u, skips, images.shape[-2:])
+        logits = self.network.segment_logits(c, u, skips, x_p.shape[-2:])
         with torch.no_grad():
-            teacher_in = images + noise * torch.randn_like(images) if noise > 0 else images
+            teacher_in = x_p + noise * torch.randn_like(x_p) if noise > 0 else x_p
             target = torch.softmax(self.teacher_network(teacher_in).float(), dim=1)[:, 1:]
-        n = x_p.shape[0]
-        seg = (
-            soft_dice_loss(torch.sigmoid(logits[:n][mask].float()), labels[mask])
-            if bool(mask.any())
-            else torch.zeros((), device=x_p.device)
-        )
-        unlabelled = torch.cat([~mask, mask.new_ones(images.shape[0] - n)])
+        zero = torch.zeros((), device=x_p.device)
+        seg = soft_dice_loss(torch.sigmoid(logits[mask].float()), labels[mask]) if bool(mask.any()) else zero
+        unlabelled = ~mask
         consistency = (
             F.mse_loss(torch.sigmoid(logits[unlabelled].float()), target[unlabelled])
             if bool(unlabelled.any())
-            else torch.zeros((), device=x_p.device)
+            else zero
         )
         return {"loss_seg": seg, "loss_consistency": consistency}
 
@@ -293,7 +288,7 @@ class TranslationTrainer(AmpTrainer):
             if flags is None
             else engine._to_device(torch.as_tensor(flags)).bool().view(-1)
         )
-        x_a = engine._next_absent() if engine.mode != "segmentation" else None
+        x_a = engine._next_absent() if engine.mode in ("translation", "autoencoder") else None
         discriminators = engine._discriminators()
         engine.network.train()
         for d in discriminators:
@@ -317,7 +312,7 @@ class TranslationTrainer(AmpTrainer):
                     "loss_rec": _l1(net.autoencode(c_p, u_p, size), x_p) + _l1(net.autoencode(c_a, u_a, size), x_a),
                 }
             else:
-                terms = engine._mean_teacher_terms(x_p, x_a, labels, mask)
+                terms = engine._mean_teacher_terms(x_p, labels, mask)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         loss_d = engine._discriminator_step(x_p, x_a, fakes) if discriminators else None
         with engine._autocast(), parametrize.cached():
