@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
 from common.engines.translation import MODES, TranslationTrainer
@@ -278,3 +281,22 @@ def test_adain_segment_norm_is_trained_by_the_segmentation_only():
     assert brats(torch.rand(1, 4, 240, 120)).shape == (1, 2, 240, 120)
     with pytest.raises(ValueError, match="segment_norm"):
         TranslationSegNet(1, "48x48", width=WIDTH, segment_norm="batch")
+
+
+def test_autoencoder_reconstruction_is_the_mean_over_present_and_absent_images():
+    """As the authors' ae_segmentation.py (one L1 mean over the batch of P and A images): lambda_rec 1 weighs the
+    same reconstruction error as theirs, not twice it."""
+    torch.manual_seed(0)
+    net = TranslationSegNet(1, "48x48", width=WIDTH, autoencoder_decoder=True)
+    reference = copy.deepcopy(net)
+    present, absent = _loader(2, True), _loader(2, False)
+    trainer = TranslationTrainer(
+        "cpu", 1, present, net, torch.optim.Adam(net.parameters()), mode="autoencoder", absent_data_loader=absent
+    )
+    trainer.run()
+    x_p, x_a = next(iter(present))["image"], next(iter(absent))["image"]
+    with torch.no_grad(), parametrize.cached():
+        images = torch.cat([x_p, x_a])
+        c, u, _ = reference.encode(images)
+        expected = (reference.autoencode(c, u, (48, 48)) - images).abs().mean().item()
+    assert trainer.state.output["loss_rec"].item() == pytest.approx(expected, rel=1e-4)

@@ -25,7 +25,8 @@ TranslationSegNet`:
   (``L_rec``, ``L_lat`` of ``x_PP`` and ``x_AA``) next to the segmentation.
 * ``"segmentation"``: the seg-only baseline, ``lambda_seg * L_seg`` on the labelled images only.
 * ``"autoencoder"``: the autoencoder baseline, ``lambda_seg * L_seg + lambda_rec * (|G_ae(E(x_P)) - x_P| +
-  |G_ae(E(x_A)) - x_A|)`` with the decoder without long skips.
+  |G_ae(E(x_A)) - x_A|) / 2`` (the L1 mean over the P and A images, as the authors' ``ae_segmentation.py``) with the
+  decoder without long skips.
 * ``"mean_teacher"``: ``lambda_seg * L_seg + lambda_consistency * MSE(sigmoid(S(x)), sigmoid(T(x)))`` over the
   unlabelled P images of the batch (the labelled ones only take ``L_seg``; A images are not used: the authors'
   ``mean_teacher_segmentation.py`` forwards them but takes the consistency over the P batch's unlabelled indices
@@ -307,9 +308,11 @@ class TranslationTrainer(AmpTrainer):
                 net, size = engine.network, x_p.shape[-2:]
                 c_p, u_p, s_p = net.encode(x_p)
                 c_a, u_a, _ = net.encode(x_a)
+                rec_p, rec_a = _l1(net.autoencode(c_p, u_p, size), x_p), _l1(net.autoencode(c_a, u_a, size), x_a)
                 terms = {
                     "loss_seg": engine._segmentation_loss(c_p, u_p, s_p, labels, mask),
-                    "loss_rec": _l1(net.autoencode(c_p, u_p, size), x_p) + _l1(net.autoencode(c_a, u_a, size), x_a),
+                    # the mean over the P and A images, as the authors' ae_segmentation.py (one batch of both)
+                    "loss_rec": (rec_p + rec_a) / 2,
                 }
             else:
                 terms = engine._mean_teacher_terms(x_p, labels, mask)
