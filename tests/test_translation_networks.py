@@ -300,3 +300,47 @@ def test_autoencoder_reconstruction_is_the_mean_over_present_and_absent_images()
         c, u, _ = reference.encode(images)
         expected = (reference.autoencode(c, u, (48, 48)) - images).abs().mean().item()
     assert trainer.state.output["loss_rec"].item() == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "directions, used",
+    [
+        ("both", ("loss_adv", "loss_rec", "loss_cyc", "loss_lat", "loss_seg")),
+        ("p_to_a", ("loss_adv", "loss_rec", "loss_lat", "loss_seg")),
+        ("none", ("loss_rec", "loss_lat", "loss_seg")),
+    ],
+)
+def test_translation_weights_are_normalised_to_lambda_sum_and_the_discriminator_loss_is_unweighted(
+    directions: str, used: tuple[str, ...]
+):
+    """Paper Sec. 4: the proposed method's weights are relative, normalised to sum to 1 (over the terms the directions
+    train); other modes keep theirs. The discriminators' hinge loss carries no weight (the authors'
+    bd_segmentation.py), whatever lambda_adv is."""
+    torch.manual_seed(0)
+    net = TranslationSegNet(1, "48x48", width=WIDTH)
+    d_a, d_p = MultiScaleDiscriminator(1, width=WIDTH), MultiScaleDiscriminator(1, width=WIDTH)
+    kwargs = dict(absent_data_loader=_loader(2, False), discriminator_a=d_a, discriminator_p=d_p, lambda_sum=1.0)
+    kwargs["d_optimizer"] = torch.optim.Adam([*d_a.parameters(), *d_p.parameters()])
+    trainer = TranslationTrainer(
+        "cpu", 1, _loader(2, True), net, torch.optim.Adam(net.parameters()), directions=directions, **kwargs
+    )
+    raw = {"loss_adv": 3.0, "loss_rec": 50.0, "loss_cyc": 50.0, "loss_lat": 1.0, "loss_seg": 0.01}
+    assert sum(trainer.weights[k] for k in used) == pytest.approx(1.0)
+    assert trainer.weights["loss_rec"] / trainer.weights["loss_seg"] == pytest.approx(5000.0)
+    assert trainer.weights["loss_rec"] == pytest.approx(50.0 / sum(raw[k] for k in used))
+    seg_only = TranslationTrainer(
+        "cpu", 1, _loader(2, True), net, torch.optim.Adam(net.parameters()), mode="segmentation"
+    )
+    assert seg_only.weights["loss_seg"] == 0.01  # other modes: as given (lambda_sum None by default)
+    if directions == "none":
+        return
+    trainer.lambda_adv = 100.0
+    x_p, x_a = torch.rand(2, 1, 48, 48), torch.rand(2, 1, 48, 48)
+    fakes = {"x_pa": torch.rand(2, 1, 48, 48), "x_ap": torch.rand(2, 1, 48, 48)}
+    references = {name: copy.deepcopy(d) for name, d in (("a", d_a), ("p", d_p))}
+    loss_d = trainer._discriminator_step(x_p, x_a, fakes)
+    with torch.no_grad(), parametrize.cached():
+        expected = hinge_discriminator_loss(references["a"](x_a), references["a"](fakes["x_pa"]))
+        if directions == "both":
+            expected = expected + hinge_discriminator_loss(references["p"](x_p), references["p"](fakes["x_ap"]))
+    assert loss_d.item() == pytest.approx(expected.item(), rel=1e-5)

@@ -101,7 +101,11 @@ def test_variant_trains(variant: str, tmp_path: Path, mnist_dir: Path):
         ("seg_only.json", {"lambda_seg": 1.0}),
         ("ae_baseline.json", {"lambda_seg": 1.0, "lambda_rec": 1.0}),
         ("mean_teacher.json", {"lambda_seg": 1.0, "lambda_consistency": 0.01}),
-        (None, {"lambda_adv": 3.0, "lambda_rec": 50.0, "lambda_cyc": 50.0, "lambda_lat": 1.0, "lambda_seg": 0.01}),
+        (
+            None,
+            {"lambda_adv": 3.0, "lambda_rec": 50.0, "lambda_cyc": 50.0, "lambda_lat": 1.0, "lambda_seg": 0.01}
+            | {"lambda_sum": 1.0},  # relative weights, normalised to sum to 1 (paper Sec. 4)
+        ),
     ],
 )
 def test_loss_weights_are_the_authors_per_method(variant: str | None, weights: dict[str, float]):

@@ -33,8 +33,12 @@ TranslationSegNet`:
   only), ``T`` the exponential moving average of ``S`` (ignite ``EMAHandler``, attached as
   a train handler), optionally with independent Gaussian input noise for student and teacher.
 
-The baselines' configs carry the authors' weights for them (``lambda_seg`` 1; autoencoder ``lambda_rec`` 1), not the
-proposed model's 0.01 and 50.
+In mode ``"translation"`` the weights of the terms in use are scaled to sum to ``lambda_sum`` (1 in the configs: "all
+objective weights for the proposed method were always normalized so that they sum to 1", Sec. 4; the authors' code
+calls it ``lambda_enforce_sum``); with AMSGrad this matters through the weight decay, whose pull is then ~100 times
+stronger beside the loss gradient than with the raw weights. The discriminator loss is not weighted (the authors'
+``bd_segmentation.py``). The baselines' configs carry the authors' weights for them (``lambda_seg`` 1; autoencoder
+``lambda_rec`` 1), not the proposed model's 0.01 and 50.
 """
 
 from __future__ import annotations
@@ -103,8 +107,9 @@ class TranslationTrainer(AmpTrainer):
         discriminator_p: ``D_P`` (translation with directions "both").
         d_optimizer: optimiser of both discriminators.
         directions: one of :data:`DIRECTIONS` (translation mode).
-        lambda_adv, lambda_rec, lambda_cyc, lambda_lat, lambda_seg: loss weights (3, 50, 50, 1, 0.01); the
-            discriminator loss is weighted by ``lambda_adv`` too.
+        lambda_adv, lambda_rec, lambda_cyc, lambda_lat, lambda_seg: relative loss weights (3, 50, 50, 1, 0.01).
+        lambda_sum: mode "translation": scale the weights of the terms in use (adversarial and cycle only where the
+            directions train them) to sum to this; None: use them as given. Other modes use their weights as given.
         teacher_network: the mean teacher (``EMAHandler.ema_model``), mode "mean_teacher".
         lambda_consistency: weight of the mean-teacher consistency (0.01).
         consistency_noise_std: std of the Gaussian input noise of student and teacher (0: none).
@@ -131,6 +136,7 @@ class TranslationTrainer(AmpTrainer):
         lambda_cyc: float = 50.0,
         lambda_lat: float = 1.0,
         lambda_seg: float = 0.01,
+        lambda_sum: float | None = None,
         teacher_network: torch.nn.Module | None = None,
         lambda_consistency: float = 0.01,
         consistency_noise_std: float = 0.0,
@@ -165,10 +171,32 @@ class TranslationTrainer(AmpTrainer):
         self.lambda_cyc = lambda_cyc
         self.lambda_lat = lambda_lat
         self.lambda_seg = lambda_seg
+        self.lambda_sum = lambda_sum
         self.teacher_network = teacher_network
         self.lambda_consistency = lambda_consistency
         self.consistency_noise_std = consistency_noise_std
+        self.weights = self._loss_weights()
         self._absent: Iterator[Any] | None = None
+
+    def _loss_weights(self) -> dict[str, float]:
+        """Weight of each loss term of the generator / segmenter step (``lambda_sum`` applied)."""
+        weights = {
+            "loss_seg": self.lambda_seg,
+            "loss_rec": self.lambda_rec,
+            "loss_cyc": self.lambda_cyc,
+            "loss_lat": self.lambda_lat,
+            "loss_adv": self.lambda_adv,
+            "loss_consistency": self.lambda_consistency,
+        }
+        if self.mode != "translation" or self.lambda_sum is None:
+            return weights
+        used = ["loss_seg", "loss_rec", "loss_lat"]
+        used += ["loss_adv"] if self.directions != "none" else []
+        used += ["loss_cyc"] if self.directions == "both" else []
+        total = sum(weights[k] for k in used)
+        if total <= 0:
+            raise ValueError(f"lambda_sum: the weights of {used} sum to {total}; they must sum to more than 0.")
+        return {k: v * self.lambda_sum / total for k, v in weights.items()}
 
     def _step(self, loss: torch.Tensor, optimizer: Optimizer) -> None:
         if self.scaler is not None:
@@ -238,7 +266,8 @@ class TranslationTrainer(AmpTrainer):
         return loss
 
     def _discriminator_step(self, x_p: torch.Tensor, x_a: torch.Tensor, fakes: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One hinge step of the discriminators on real images and the detached fakes; returns the weighted loss."""
+        """One hinge step of the discriminators on real images and the detached fakes (unweighted, as the authors'
+        ``bd_segmentation.py``); returns the loss."""
         discriminators = self._discriminators()
         for d in discriminators:
             d.requires_grad_(True)
@@ -249,7 +278,6 @@ class TranslationTrainer(AmpTrainer):
                 loss_d = loss_d + hinge_discriminator_loss(
                     self.discriminator_p(x_p), self.discriminator_p(fakes["x_ap"].detach())
                 )
-            loss_d = self.lambda_adv * loss_d
         self._step(loss_d, self.d_optimizer)
         for d in discriminators:
             d.requires_grad_(False)
@@ -321,15 +349,7 @@ class TranslationTrainer(AmpTrainer):
         with engine._autocast(), parametrize.cached():
             if discriminators:
                 terms["loss_adv"] = engine._adversarial_term(fakes)
-            weights = {
-                "loss_seg": engine.lambda_seg,
-                "loss_rec": engine.lambda_rec,
-                "loss_cyc": engine.lambda_cyc,
-                "loss_lat": engine.lambda_lat,
-                "loss_adv": engine.lambda_adv,
-                "loss_consistency": engine.lambda_consistency,
-            }
-            loss = sum(weights[k] * v for k, v in terms.items())
+            loss = sum(engine.weights[k] * v for k, v in terms.items())
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         engine._step(loss, engine.optimizer)
         if loss_d is not None:
