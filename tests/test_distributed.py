@@ -1,5 +1,6 @@
-"""torchrun with two CPU processes (gloo) trains supervised_seg and adversarial_semi_seg with multi_gpu_train.json;
-both ranks finish and rank 0 alone writes the checkpoints."""
+"""torchrun with two CPU processes (gloo) trains supervised_seg, adversarial_semi_seg and translation_semi_seg (whose
+trainer averages the gradients over the ranks itself) with multi_gpu_train.json; both ranks finish and rank 0 alone
+writes the checkpoints."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from bundle_utils import run_torchrun
+from test_cluttered_mnist import write_small_mnist
 
 OVERRIDES = {
     "supervised_seg": {
@@ -30,6 +32,16 @@ OVERRIDES = {
         "network_def#strides": [2, 2],
         "discriminator_channels": [8, 16],
     },
+    "translation_semi_seg": {  # + dataset_dir: a small MNIST written by the test
+        "num_train": 40,
+        "num_val": 6,
+        "num_test": 8,
+        "labelled_fraction": 0.1,
+        "network_width": 0.125,
+        "batch_size": 4,
+        "absent_batch_size": 4,
+        "epoch_length": 2,
+    },
 }
 
 
@@ -42,6 +54,8 @@ def test_torchrun_two_processes(bundle: str, tmp_path: Path):
         "val_interval": 1,
         **OVERRIDES[bundle],
     }
+    if bundle == "translation_semi_seg":
+        overrides["dataset_dir"] = str(write_small_mnist(tmp_path / "mnist", num_train=200, num_test=20))
     port = 29517 + list(OVERRIDES).index(bundle)
     returncode, log = run_torchrun(bundle, overrides, port)
     assert returncode == 0, log
