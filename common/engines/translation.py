@@ -33,12 +33,12 @@ TranslationSegNet`:
   only), ``T`` the exponential moving average of ``S`` (ignite ``EMAHandler``, attached as
   a train handler), optionally with independent Gaussian input noise for student and teacher.
 
-In mode ``"translation"`` the weights of the terms in use are scaled to sum to ``lambda_sum`` (1 in the configs: "all
-objective weights for the proposed method were always normalized so that they sum to 1", Sec. 4; the authors' code
-calls it ``lambda_enforce_sum``); with AMSGrad this matters through the weight decay, whose pull is then ~100 times
-stronger beside the loss gradient than with the raw weights. The discriminator loss is not weighted (the authors'
-``bd_segmentation.py``). The baselines' configs carry the authors' weights for them (``lambda_seg`` 1; autoencoder
-``lambda_rec`` 1), not the proposed model's 0.01 and 50.
+In mode ``"translation"`` the weights of the terms in use can be scaled to sum to ``lambda_sum`` ("all objective
+weights for the proposed method were always normalized so that they sum to 1", Sec. 4; ``lambda_enforce_sum`` in the
+authors' code, off by default there and in the configs); with AMSGrad this matters through the weight decay, whose
+pull is then ~100 times stronger beside the loss gradient than with the raw weights. The discriminator loss is not
+weighted (the authors' ``bd_segmentation.py``). The baselines' configs carry the authors' weights for them
+(``lambda_seg`` 1; autoencoder ``lambda_rec`` 1), not the proposed model's 0.01 and 50.
 """
 
 from __future__ import annotations
