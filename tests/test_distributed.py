@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from bundle_utils import run_torchrun
 from test_cluttered_mnist import write_small_mnist
+from test_translation_semi_seg import SMALL_RUN
 
 OVERRIDES = {
     "supervised_seg": {
@@ -32,16 +33,7 @@ OVERRIDES = {
         "network_def#strides": [2, 2],
         "discriminator_channels": [8, 16],
     },
-    "translation_semi_seg": {  # + dataset_dir: a small MNIST written by the test
-        "num_train": 40,
-        "num_val": 6,
-        "num_test": 8,
-        "labelled_fraction": 0.1,
-        "network_width": 0.125,
-        "batch_size": 4,
-        "absent_batch_size": 4,
-        "epoch_length": 2,
-    },
+    "translation_semi_seg": SMALL_RUN,  # + dataset_dir: a small MNIST written by the test
 }
 
 

@@ -25,20 +25,26 @@ def mnist_dir(tmp_path_factory) -> Path:
     return write_small_mnist(tmp_path_factory.mktemp("mnist"), num_train=200, num_test=20)
 
 
+# a run of two iterations on 40 P + 40 A images (also test_distributed's)
+SMALL_RUN = {
+    "num_train": 40,
+    "num_val": 6,
+    "num_test": 8,
+    "labelled_fraction": 0.1,
+    "network_width": 0.125,
+    "batch_size": 4,
+    "absent_batch_size": 4,
+    "max_epochs": 1,
+    "epoch_length": 2,
+}
+
+
 def _overrides(tmp: Path, mnist_dir: Path) -> dict:
     return {
         "output_dir": str(tmp / "outputs"),
         "ckpt_dir": str(tmp / "models"),
         "dataset_dir": str(mnist_dir),
-        "num_train": 40,
-        "num_val": 6,
-        "num_test": 8,
-        "labelled_fraction": 0.1,
-        "network_width": 0.125,
-        "batch_size": 4,
-        "absent_batch_size": 4,
-        "max_epochs": 1,
-        "epoch_length": 2,
+        **SMALL_RUN,
     }
 
 
