@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_utils import missing_properties, run_torchrun, run_workflow
+from bundle_utils import missing_properties, run_workflow
 from monai.engines import IterationEvents
 from monai.networks.nets import PatchDiscriminator, UNet
 from PIL import Image
@@ -208,12 +208,3 @@ def test_inference_on_2d_image(trained, tmp_path: Path):
     )
     pred = np.squeeze(np.asarray(nib.load(out / "img_seg.nii.gz").dataobj))
     assert pred.shape == (36, 40) and set(np.unique(pred)) <= {0, 1}
-
-
-def test_torchrun_two_processes(tmp_path: Path):
-    """multi_gpu_train.json with two CPU processes (gloo): the whole pipeline runs, rank 0 writes the models."""
-    # six cases, val_fraction 0.34: two validation images, one per rank (DistributedSampler)
-    overrides = _overrides(tmp_path, val_fraction=0.34, demo_kwargs={"num_cases": 6, "image_size": 32})
-    returncode, log = run_torchrun(BUNDLE, overrides, 29531, timeout=600)
-    assert returncode == 0, log
-    assert (tmp_path / "models" / "model.pt").is_file(), log

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_utils import missing_properties, run_torchrun, run_workflow
+from bundle_utils import missing_properties, run_workflow
 from monai.transforms import LoadImage
 from PIL import Image
 from torch import nn
@@ -246,12 +246,3 @@ def test_bundle_refuses_missing_unlabelled_data(tmp_path: Path):
         run_workflow(BUNDLE, ["train.json"], **_overrides(tmp_path, labelled_fraction=1.0))
     assert "unlabelled list is empty" in str(excinfo.value.__cause__)
     assert not [p for p in (tmp_path / "models").rglob("*") if p.is_file()]  # refused before any training
-
-
-def test_torchrun_two_processes(tmp_path: Path):
-    """multi_gpu_train.json with two CPU processes (gloo): both ranks run every round, rank 0 writes the files."""
-    overrides = _overrides(tmp_path, num_rounds=1, max_epochs=1, generator_epochs=1)
-    returncode, log = run_torchrun(BUNDLE, overrides, 29537, timeout=300)
-    assert returncode == 0, log
-    assert (tmp_path / "models" / "round1" / "model.pt").is_file(), log
-    assert (tmp_path / "outputs" / "mipr" / "rounds.json").is_file(), log
