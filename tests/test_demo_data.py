@@ -15,6 +15,7 @@ from common.data.demo import DEMO_TASKS, ensure_demo_dataset
 NUM_CASES = 3
 IMAGE_SHAPES = {
     "cells": (128, 128),
+    "cells_hard": (128, 128),
     "vessels": (128, 128),
     "tumour": (64, 64, 32),
     "bone": (64, 64, 32),
