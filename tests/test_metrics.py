@@ -298,3 +298,44 @@ def test_handler_sigmoid_pred_and_bad_output(tmp_path):
     with pytest.raises(TypeError, match="decollate"):
         bad.run([0], max_epochs=1)
     np.testing.assert_equal(sorted(p.name for p in tmp_path.iterdir()), ["metrics.json", "metrics.md"])
+
+
+def test_paired_difference_t_interval_on_known_values():
+    from common.metrics import paired_difference
+
+    # d = (0.1, 0.15, 0.2): mean 0.15, sd 0.05, t(0.975, 2) = 4.3027 -> half width 0.12421
+    diff = paired_difference([0.5, 0.6, 0.7], [0.4, 0.45, 0.5])
+    assert diff.n == 3 and diff.mean == pytest.approx(0.15)
+    assert (diff.lo, diff.hi) == pytest.approx((0.15 - 0.12421, 0.15 + 0.12421), abs=1e-5)
+    assert diff.excludes_zero and diff.interval_text() == "[+0.026, +0.274]"
+    wide = paired_difference([0.5, 0.4, 0.6], [0.45, 0.45, 0.45])  # d = (0.05, -0.05, 0.15): contains 0
+    assert not wide.excludes_zero and wide.lo < 0 < wide.hi
+    ninety = paired_difference([0.5, 0.6, 0.7], [0.4, 0.45, 0.5], confidence=0.9)  # t(0.95, 2) = 2.92
+    assert ninety.hi - ninety.mean == pytest.approx(2.91999 * 0.05 / 3**0.5, abs=1e-5)
+    one = paired_difference([0.5], [0.4])
+    assert one.mean == pytest.approx(0.1) and one.interval_text() == "-" and not one.excludes_zero
+    with pytest.raises(ValueError, match="as many values"):
+        paired_difference([0.5, 0.6], [0.4])
+
+
+def test_read_metrics_round_trips_a_report(tmp_path):
+    from common.metrics import SegmentationReport, read_metrics
+
+    report = SegmentationReport(3, ["grey", "white"])
+    label = torch.zeros(2, 1, 4, 4, dtype=torch.long)
+    label[0, 0, :2] = 1
+    label[0, 0, 2:] = 2
+    label[1, 0, :, :2] = 1
+    pred = label.clone()
+    pred[0, 0, 3] = 1  # image a: one row of white matter called grey
+    report.add(pred, label, names=["/x/a.npy", "/x/b.npy"])
+    report.write(tmp_path)
+    metrics = read_metrics(tmp_path)
+    per_image = metrics.by_image()
+    assert set(per_image) == {"a.npy", "b.npy"} and per_image["b.npy"] == pytest.approx(1.0)  # white empty: left out
+    grey_a, white_a = 2 * 8 / (8 + 12), 2 * 4 / (4 + 8)
+    assert per_image["a.npy"] == pytest.approx((grey_a + white_a) / 2)
+    assert metrics.mean() == pytest.approx(((grey_a + white_a) / 2 + 1.0) / 2)
+    assert list(metrics.class_names) == ["grey", "white"]
+    with pytest.raises(FileNotFoundError, match="no metrics.json"):
+        read_metrics(tmp_path / "missing")

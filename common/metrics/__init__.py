@@ -1,5 +1,7 @@
-"""metrics"""
+"""metrics: per-image segmentation metrics and their report (``segmentation``), reading reports back and paired
+comparisons (``results``)."""
 
+from common.metrics.results import MetricsFile, PairedDifference, paired_difference, read_metrics
 from common.metrics.segmentation import (
     METRIC_NAMES,
     SegmentationReport,
@@ -10,8 +12,12 @@ from common.metrics.segmentation import (
 
 __all__ = [
     "METRIC_NAMES",
+    "MetricsFile",
+    "PairedDifference",
     "SegmentationReport",
     "SegmentationReportHandler",
+    "paired_difference",
+    "read_metrics",
     "segmentation_metrics",
     "soft_dice_accumulated",
 ]
