@@ -4,10 +4,12 @@
 
 Modes (configs of ``bundles/acwe_unsup_seg``): 1 = ``train.json`` (ACWE loss only, no labels read), 2 / 3 =
 ``mode2_finetune.json`` / ``mode3_finetune.json`` (mode 1 fine-tuned with the label loss on 10 / 80 seeded labelled
-slices), 4 = ``mode4_joint.json`` (ACWE + 0.4 label loss). Each mode is trained with ``ConfigWorkflow`` (as
-``python -m monai.bundle run training`` does) on a reduced demo schedule (:data:`SCHEDULE`), then evaluated on the
-test slices with ``evaluate.json``; Chan-Vese and the network's speed are measured on the same test slices by
-``benchmarks/acwe_speed.py``. Writes ``<out>/results.md``, ``<out>/results.json`` and the picture panel
+slices), 4 = ``mode4_joint.json`` (ACWE + 0.4 label loss). Each mode is trained through
+``common.bundle.load_workflow`` (as ``python -m monai.bundle run training`` does) on a reduced demo schedule
+(:data:`SCHEDULE`), then evaluated on the test slices with ``evaluate.json`` (``common.bundle.run_workflow``);
+Chan-Vese and the network's speed are measured on the same test slices by ``benchmarks/acwe_speed.py``. Mode 4 is
+compared with mode 1 slice by slice (``common.metrics.paired_difference``: mean difference of Dice and its 95 % t
+interval over the test slices). Writes ``<out>/results.md``, ``<out>/results.json`` and the picture panel
 ``bundles/acwe_unsup_seg/docs/acwe_panel.png`` (image | truth | mode 1 | mode 4 | Chan-Vese).
 """
 
@@ -24,10 +26,10 @@ from typing import Any
 
 import torch
 from acwe_speed import BUNDLE, benchmark, bundle_parser, load_network, load_test_slices, run_network, speed_table
-from monai.bundle import ConfigWorkflow
 
-from common.bundle import load_workflow
+from common.bundle import load_workflow, run_workflow
 from common.classical.chan_vese import chan_vese_segment
+from common.metrics import paired_difference, read_metrics
 from common.visualize import save_panel
 
 DEMO_KWARGS = {"num_cases": 8, "image_size": 96, "depth": 16}
@@ -53,12 +55,6 @@ overrides. The last entry is an ablation: mode 4 without the length term of the 
 PAPER_DICE = {"mode1": "0.593 ± 0.19", "mode2": "0.661 ± 0.16", "mode3": "0.732 ± 0.12", "mode4": "0.856 ± 0.09"}
 
 
-def _workflow(configs: list[str], overrides: dict[str, Any]) -> ConfigWorkflow:
-    workflow = load_workflow("acwe_unsup_seg", configs, **{"bundle_root": str(BUNDLE), **overrides})
-    workflow.initialize()
-    return workflow
-
-
 def train_and_evaluate(mode: str, out: Path, epochs_scale: float, demo_kwargs: dict[str, int]) -> dict[str, Any]:
     """Train ``mode`` from scratch (its checkpoint folder is cleared) and evaluate it on the test slices."""
     plan = SCHEDULE[mode]
@@ -77,18 +73,17 @@ def train_and_evaluate(mode: str, out: Path, epochs_scale: float, demo_kwargs: d
         **plan.get("overrides", {}),
     }
     start = time.perf_counter()
-    workflow = _workflow(plan["configs"], overrides)
+    workflow = load_workflow("acwe_unsup_seg", plan["configs"], **overrides)
+    workflow.initialize()
     iterations = len(workflow.parser.get_parsed_content("train#dataloader")) * epochs
     workflow.run()
     workflow.finalize()
     seconds = time.perf_counter() - start
-    workflow = _workflow(plan["configs"] + ["evaluate.json"], overrides)
-    workflow.run()
-    workflow.finalize()
-    report = json.loads((out / "outputs" / "eval" / ckpt_dir.name / "metrics.json").read_text(encoding="utf-8"))
+    run_workflow("acwe_unsup_seg", plan["configs"] + ["evaluate.json"], **overrides)
+    metrics = read_metrics(out / "outputs" / "eval" / ckpt_dir.name)
     return {
         "method": mode,
-        "dice": report["summary"]["dice"]["mean"],
+        "dice": dict(metrics.summary["dice"]["mean"]),  # {"mean", "std", "n"} over test slices
         "epochs": epochs,
         "iterations": iterations,
         "train_seconds": round(seconds, 1),
@@ -135,33 +130,29 @@ def results_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def per_slice_dice(out: Path, mode: str) -> dict[str, float]:
-    """Test-slice name -> Dice of ``mode``, from its evaluation report."""
-    report = json.loads((out / "outputs" / "eval" / mode / "metrics.json").read_text(encoding="utf-8"))
-    return {Path(item["name"]).name: item["dice"]["bone"] for item in report["per_image"]}
-
-
-def paired_difference(out: Path, mode: str, baseline: str, resamples: int = 10000, seed: int = 0) -> dict[str, Any]:
-    """Per test slice Dice(``mode``) - Dice(``baseline``): mean, a 95 % bootstrap interval over slices, wins/losses."""
-    a, b = per_slice_dice(out, mode), per_slice_dice(out, baseline)
-    diff = torch.tensor([a[name] - b[name] for name in sorted(a)], dtype=torch.float64)
-    generator = torch.Generator().manual_seed(seed)
-    means = diff[torch.randint(len(diff), (resamples, len(diff)), generator=generator)].mean(dim=1)
-    low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+def compare_modes(out: Path, mode: str, baseline: str) -> dict[str, Any]:
+    """Per test slice Dice(``mode``) - Dice(``baseline``) (the bone class, the only foreground class, from the two
+    evaluation reports): mean, its 95 % t interval over the slices (``common.metrics.paired_difference``) and on how
+    many slices ``mode`` is higher / lower. Slices whose Dice is undefined in either report are left out."""
+    a = read_metrics(out / "outputs" / "eval" / mode).by_image("dice")
+    b = read_metrics(out / "outputs" / "eval" / baseline).by_image("dice")
+    names = sorted(a.keys() & b.keys())
+    diff = [a[name] - b[name] for name in names]
+    result = paired_difference([a[name] for name in names], [b[name] for name in names], confidence=0.95)
     return {
         "comparison": f"{mode} - {baseline}",
-        "mean": float(diff.mean()),
-        "ci95": [low, high],
-        "wins": int((diff > 0).sum()),
-        "losses": int((diff < 0).sum()),
-        "slices": len(diff),
+        "mean": result.mean,
+        "ci95": [result.lo, result.hi],
+        "wins": sum(d > 0 for d in diff),
+        "losses": sum(d < 0 for d in diff),
+        "slices": result.n,
     }
 
 
 def paired_text(paired: dict[str, Any]) -> str:
     low, high = paired["ci95"]
     return (
-        f"{paired['comparison']}, per test slice: mean {paired['mean']:+.3f} Dice (95 % bootstrap interval "
+        f"{paired['comparison']}, per test slice: mean {paired['mean']:+.3f} Dice (95 % t interval "
         f"{low:+.3f} to {high:+.3f}), higher on {paired['wins']} and lower on {paired['losses']} of "
         f"{paired['slices']} slices"
     )
@@ -189,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append({"method": "Chan-Vese (per image)", "dice": speed[0]["dice"]})
     write_panel(out, Path(args.panel), demo_kwargs)
     num_images = len(config.get_parsed_content("datalists")["test"])
-    paired = paired_difference(out, "mode4", "mode1")
+    paired = compare_modes(out, "mode4", "mode1")
     text = results_table(rows) + "\n\n" + paired_text(paired) + "\n\n" + speed_table(speed, num_images)
     text += f"\n\ndemo data {demo_kwargs}; total wall time {time.perf_counter() - start:.0f} s"
     (out / "results.md").write_text(text + "\n", encoding="utf-8")

@@ -10,9 +10,10 @@ and 1/8 of the labelled volumes plus the same U-Net trained on the 1/8 alone (Ta
 reduced schedule (``--epochs`` epochs of ``--epoch-length`` iterations, the semi-supervised phase starting after
 ``--semi-start`` epochs), so all rows see the same number of segmenter updates. Metrics are the mean over the two
 foreground classes (aorta, pulmonary artery) of the per-slice means on the test slices, from
-``common.metrics.SegmentationReportHandler``. Writes ``<out>/results.md``, ``<out>/results.json`` and the panel
-``bundles/adversarial_semi_seg/docs/panel.png`` (test slices: label, both 1/8 models, confidence map, confident
-pixels).
+``common.metrics.SegmentationReportHandler`` (read back with ``common.metrics.read_metrics``); every workflow is
+built by ``common.bundle.load_workflow`` / ``run_workflow`` over ``train.json``. Writes ``<out>/results.md``,
+``<out>/results.json`` and the panel ``bundles/adversarial_semi_seg/docs/panel.png`` (test slices: label, both 1/8
+models, confidence map, confident pixels).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 from ignite.engine import Events
-from monai.bundle import ConfigWorkflow
 
+from common.bundle import load_workflow, run_workflow
 from common.handlers.resume import latest_checkpoint
+from common.metrics import read_metrics
 from common.visualize import save_panel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,24 +61,13 @@ def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_")
 
 
-def _workflow(configs: list[str], overrides: dict[str, Any]) -> ConfigWorkflow:
-    configs_dir = BUNDLE / "configs"
-    workflow = ConfigWorkflow(
-        config_file=[str(configs_dir / c) for c in ["train.json", *configs]],
-        meta_file=str(configs_dir / "metadata.json"),
-        logging_file=str(configs_dir / "logging.conf"),
-        **overrides,
-    )
-    workflow.initialize()
-    return workflow
-
-
 def run_row(configs: list[str], overrides: dict[str, Any], out: Path) -> dict[str, Any]:
     """Train then evaluate one row; return its summary metrics, training time and pseudo-label coverage."""
     shutil.rmtree(out, ignore_errors=True)
     overrides = {"output_dir": str(out / "outputs"), "ckpt_dir": str(out / "models"), **overrides}
     start = time.perf_counter()
-    workflow = _workflow(configs, overrides)
+    workflow = load_workflow(BUNDLE.name, ["train.json", *configs], **overrides)
+    workflow.initialize()
     trainer = workflow.parser.get_parsed_content("train#trainer")
     coverage: list[float] = []
     trainer.add_event_handler(
@@ -86,13 +77,11 @@ def run_row(configs: list[str], overrides: dict[str, Any], out: Path) -> dict[st
     workflow.run()
     workflow.finalize()
     train_seconds = time.perf_counter() - start
-    workflow = _workflow([*configs, "evaluate.json"], overrides)
-    workflow.run()
-    workflow.finalize()
-    summary = json.loads((out / "outputs" / "eval" / "metrics.json").read_text(encoding="utf-8"))["summary"]
+    run_workflow(BUNDLE.name, ["train.json", *configs, "evaluate.json"], **overrides)
+    metrics = read_metrics(out / "outputs" / "eval")
     result = {
-        **{m: summary[m]["mean"]["mean"] for m in METRICS},
-        "per_class_dice": {k: v["mean"] for k, v in summary["dice"].items() if k != "mean"},
+        **{m: metrics.mean(m) for m in METRICS},
+        "per_class_dice": {c: metrics.summary["dice"][c]["mean"] for c in metrics.class_names},
         "train_seconds": round(train_seconds, 1),
         "semi_iterations": len(coverage),
         "mean_coverage": float(np.mean(coverage)) if coverage else None,
@@ -116,8 +105,10 @@ def results_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _load_segmenter(configs: list[str], overrides: dict[str, Any], out: Path) -> tuple[ConfigWorkflow, Any]:
-    workflow = _workflow(configs, {"output_dir": str(out / "outputs"), "ckpt_dir": str(out / "models"), **overrides})
+def _load_segmenter(configs: list[str], overrides: dict[str, Any], out: Path) -> tuple[Any, Any]:
+    overrides = {"output_dir": str(out / "outputs"), "ckpt_dir": str(out / "models"), **overrides}
+    workflow = load_workflow(BUNDLE.name, ["train.json", *configs], **overrides)
+    workflow.initialize()
     network = workflow.parser.get_parsed_content("network")
     network.load_state_dict(torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True))
     return workflow, network.eval()

@@ -9,8 +9,9 @@ For each demo task the same split (seed 0, 50/20/30 train/validation/test as in 
 * AF-Seg: ``bundles/af_seg`` ``train.json`` (stages 1-3, no label) then ``evaluate.json``;
 * supervised: ``bundles/supervised_seg`` trained with the true labels of the training images.
 
-Metrics (accuracy, precision, recall, Dice; mean +- std over test images) come from
-:class:`common.metrics.SegmentationReport`. Writes ``<out>/af_seg_table.md`` and ``.json`` and prints the table.
+Both bundles run in-process through ``common.bundle.run_workflow``. Metrics (accuracy, precision, recall, Dice;
+mean +- std over test images) come from :class:`common.metrics.SegmentationReport` (the bundles' ``metrics.json``
+read back with ``common.metrics.read_metrics``). Writes ``<out>/af_seg_table.md`` and ``.json`` and prints the table.
 The default schedule is reduced to fit a few CPU minutes per task (see ``--help``); the paper trains 100 epochs
 with 3000 DIP steps on 512x512 images.
 """
@@ -26,10 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.bundle import ConfigWorkflow
 
+from common.bundle import run_workflow
 from common.classical.coarse_masks import coarse_mask
-from common.metrics.segmentation import SegmentationReport
+from common.metrics import MetricsFile, SegmentationReport, read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 METRICS = ("accuracy", "precision", "recall", "dice")
@@ -44,33 +45,19 @@ PAPER = {  # Table 1 of Yu, Dong et al. (ISBI 2020): accuracy, precision, recall
 CLASSICAL_NAME = {"cells": "level set (Chan-Vese)", "vessels": "Hessian (Frangi)"}
 
 
-def _workflow(bundle: str, configs: list[str], **overrides: Any) -> ConfigWorkflow:
-    folder = REPO / "bundles" / bundle / "configs"
-    workflow = ConfigWorkflow(
-        config_file=[str(folder / c) for c in configs],
-        meta_file=str(folder / "metadata.json"),
-        logging_file=str(folder / "logging.conf"),
-        workflow_type="train",
-        **overrides,
-    )
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-    return workflow
-
-
-def _summary(report: dict) -> dict[str, list[float]]:
-    """``metrics.json`` summary -> ``{metric: [mean, std]}`` over test images (foreground class)."""
-    return {m: [report["summary"][m]["mean"]["mean"], report["summary"][m]["mean"]["std"]] for m in METRICS}
+def _scores(metrics: MetricsFile) -> dict[str, list[float]]:
+    """``{metric: [mean, std]}`` over test images (foreground class) of one report."""
+    return {m: [metrics.mean(m), metrics.std(m)] for m in METRICS}
 
 
 def classical_scores(test_items: list[dict], coarse: dict) -> dict[str, list[float]]:
-    """Stage-1 coarse masks of the test images scored against their labels."""
+    """Stage-1 coarse masks of the test images scored against their labels (a report kept in memory)."""
     report = SegmentationReport(num_classes=2)
     for item in test_items:
         mask = coarse_mask(np.load(item["image"])[0], **coarse)
         report.add(torch.as_tensor(mask)[None, None], torch.as_tensor(np.load(item["label"]))[None].long())
-    return _summary(report.to_dict())
+    content = report.to_dict()
+    return _scores(MetricsFile(Path("classical"), content["summary"], content["per_image"], content["class_names"]))
 
 
 def run_task(task: str, out: Path, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
@@ -99,10 +86,10 @@ def run_task(task: str, out: Path, args: argparse.Namespace) -> dict[str, dict[s
     }
     configs = ["train.json"] + (["vessels.json"] if task == "vessels" else [])
     start = time.time()
-    workflow = _workflow("af_seg", configs, **af)
-    _workflow("af_seg", configs + ["evaluate.json"], **af)
+    workflow = run_workflow("af_seg", configs, **af)
+    run_workflow("af_seg", configs + ["evaluate.json"], **af)
     print(f"[{task}] AF-Seg: {time.time() - start:.0f} s", flush=True)
-    scores = {"AF-Seg": _summary(json.loads((af_dir / "outputs" / "eval" / "metrics.json").read_text()))}
+    scores = {"AF-Seg": _scores(read_metrics(af_dir / "outputs" / "eval"))}
     parser = workflow.parser
     scores["classical"] = classical_scores(parser.get_parsed_content("datalists")["test"], parser["coarse"])
 
@@ -115,10 +102,10 @@ def run_task(task: str, out: Path, args: argparse.Namespace) -> dict[str, dict[s
         "max_epochs": args.supervised_epochs,
         "val_interval": args.supervised_epochs,
     }
-    _workflow("supervised_seg", ["train.json"], **sup)
-    _workflow("supervised_seg", ["train.json", "evaluate.json"], **sup)
+    run_workflow("supervised_seg", ["train.json"], **sup)
+    run_workflow("supervised_seg", ["train.json", "evaluate.json"], **sup)
     print(f"[{task}] supervised: {time.time() - start:.0f} s", flush=True)
-    scores["supervised"] = _summary(json.loads((sup_dir / "outputs" / "eval" / "metrics.json").read_text()))
+    scores["supervised"] = _scores(read_metrics(sup_dir / "outputs" / "eval"))
     return scores
 
 

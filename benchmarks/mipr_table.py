@@ -14,11 +14,12 @@ layout; seed 0):
 G is trained once, in the first segmenter's loop, and reused by the second (it depends only on the labelled pairs
 and the seed). A rerun with the same ``--out`` skips every finished training and only re-evaluates.
 
-Every model is evaluated by ``evaluate.json`` on the same test images (Dice and pixel accuracy of the lesion, mean
-+- std over images, from :class:`common.metrics.SegmentationReport`). Writes ``<out>/mipr_table.md`` and ``.json``,
-and copies the per-round panels (image | pseudo-label | rearranged image | its label | truth). The default schedule
-is reduced to fit CPU minutes (see ``--help``); the paper uses 2594 ISIC images at 256 x 256, 100 segmenter epochs
-and 500 generator epochs.
+Every workflow runs in-process through ``common.bundle.run_workflow``. Every model is evaluated by ``evaluate.json``
+on the same test images (Dice and pixel accuracy of the lesion, mean +- std over images, from
+:class:`common.metrics.SegmentationReport`, read back with ``common.metrics.read_metrics``). Writes
+``<out>/mipr_table.md`` and ``.json``, and copies the per-round panels (image | pseudo-label | rearranged image | its
+label | truth). The default schedule is reduced to fit CPU minutes (see ``--help``); the paper uses 2594 ISIC images at
+256 x 256, 100 segmenter epochs and 500 generator epochs.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from monai.bundle import ConfigWorkflow
+from common.bundle import run_workflow
+from common.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = REPO / "bundles" / "mipr_auto_annotation" / "configs"
+BUNDLE = "mipr_auto_annotation"
 # Table 1 of Dai, Zhu et al. (2022), ISIC 2018: (pairs, DSC %, accuracy %) per row
 PAPER = {
     ("unet", "true labels"): (1800, 68.41, 90.46),
@@ -48,28 +50,20 @@ PAPER = {
 NAMES = {"unet": "U-Net", "attention_unet": "Att U-Net"}
 
 
-def _run(configs: list[str], workflow_type: str, overrides: dict[str, Any]) -> ConfigWorkflow:
-    workflow = ConfigWorkflow(
-        config_file=[str(CONFIGS / c) for c in configs],
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
-        **overrides,
-    )
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-    return workflow
-
-
 def _evaluate(configs: list[str], overrides: dict[str, Any], ckpt: Path, eval_dir: Path) -> dict[str, float]:
-    _run(
+    run_workflow(
+        BUNDLE,
         ["train.json"] + configs + ["evaluate.json"],
         "eval",
-        {**overrides, "ckpt_path": str(ckpt), "eval_dir": str(eval_dir)},
+        **{**overrides, "ckpt_path": str(ckpt), "eval_dir": str(eval_dir)},
     )
-    summary = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))["summary"]
-    return {f"{m}_{s}": summary[m]["mean"][s] for m in ("dice", "accuracy") for s in ("mean", "std")}
+    metrics = read_metrics(eval_dir)
+    return {
+        "dice_mean": metrics.mean("dice"),
+        "dice_std": metrics.std("dice"),
+        "accuracy_mean": metrics.mean("accuracy"),
+        "accuracy_std": metrics.std("accuracy"),
+    }
 
 
 def _share_generator(out: Path, ckpt_dir: Path) -> None:
@@ -113,7 +107,7 @@ def run_segmenter(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         "ckpt_dir": str(run_dir / "true_labels"),
         "output_dir": str(run_dir / "true_outputs"),
     }
-    _run(["train.json"] + base, "train", true_overrides)
+    run_workflow(BUNDLE, ["train.json"] + base, "train", **true_overrides)
     rounds = json.loads((run_dir / "true_outputs" / "mipr" / "rounds.json").read_text(encoding="utf-8"))
     metrics = _evaluate(base, true_overrides, run_dir / "true_labels" / "model.pt", run_dir / "eval_true_labels")
     rows.append(
@@ -129,7 +123,7 @@ def run_segmenter(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     start = time.perf_counter()
     mipr_overrides = {**common, "ckpt_dir": str(run_dir / "mipr_models"), "output_dir": str(run_dir / "mipr_outputs")}
     _share_generator(args.out, run_dir / "mipr_models")
-    _run(["train.json"] + base, "train", mipr_overrides)
+    run_workflow(BUNDLE, ["train.json"] + base, "train", **mipr_overrides)
     seconds = round(time.perf_counter() - start)
     rounds = json.loads((run_dir / "mipr_outputs" / "mipr" / "rounds.json").read_text(encoding="utf-8"))
     for record in rounds:

@@ -4,7 +4,8 @@ pictures.
     python benchmarks/run_demo.py [--out outputs/demo] [--only supervised_seg] [--epochs-scale 1.0]
 
 Each run is ``python -m monai.bundle run`` of the bundle's training then evaluation configs (done in-process
-through ``monai.bundle.ConfigWorkflow``), with outputs under ``<out>/<bundle>/<task>``. The table is printed and
+through ``common.bundle.run_workflow``), with outputs under ``<out>/<bundle>/<task>``; the evaluation's
+``metrics.json`` is read back with ``common.metrics.read_metrics``. The table is printed and
 written to ``<out>/results.md`` and ``<out>/results.json``; each run's picture panel is copied to
 ``<out>/panels/``.
 """
@@ -21,9 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monai.bundle import ConfigWorkflow
-
-from common.bundle import load_workflow
+from common.bundle import run_workflow
+from common.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -177,39 +177,35 @@ DEMO_RUNS = [
 ]
 
 
-def _workflow(run: DemoRun, configs: list[str], out: Path, **extra: Any) -> ConfigWorkflow:
-    overrides = {"output_dir": str(out / "outputs"), "ckpt_dir": str(out / "models"), **run.overrides, **extra}
-    workflow = load_workflow(run.bundle, configs, bundle_root=str(REPO / "bundles" / run.bundle), **overrides)
-    workflow.initialize()
-    return workflow
-
-
 def run_one(run: DemoRun, out_root: Path, epochs_scale: float) -> dict[str, Any]:
     out = out_root / run.bundle / run.task / run.name
     shutil.rmtree(out / "models", ignore_errors=True)
     epochs = max(1, round(run.epochs * epochs_scale))
+    overrides = {
+        "bundle_root": str(REPO / "bundles" / run.bundle),
+        "output_dir": str(out / "outputs"),
+        "ckpt_dir": str(out / "models"),
+        **run.overrides,
+    }
     start = time.perf_counter()
-    workflow = _workflow(run, run.train_configs, out, **{run.epochs_key: epochs})
-    workflow.run()
-    workflow.finalize()
+    run_workflow(run.bundle, run.train_configs, **{**overrides, run.epochs_key: epochs})
     train_seconds = time.perf_counter() - start
-    workflow = _workflow(run, run.eval_configs, out)
-    workflow.run()
-    workflow.finalize()
+    run_workflow(run.bundle, run.eval_configs, **overrides)
     eval_dir = out / "outputs" / "eval"
-    report = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics = read_metrics(eval_dir)
     panel = eval_dir / "panel.png"
     if panel.is_file():
         (out_root / "panels").mkdir(parents=True, exist_ok=True)
         shutil.copy(panel, out_root / "panels" / f"{run.bundle}_{run.task}_{run.name}.png")
-    summary = report["summary"]
+    summary = metrics.summary
     return {
         "bundle": run.bundle,
         "task": run.task,
         "method": run.label,
         "epochs": epochs,
         "train_seconds": round(train_seconds, 1),
-        "test_images": len(report["per_image"]),
+        "test_images": len(metrics.per_image),
+        # {"mean", "std", "n"} over test images of each image's mean over its classes
         **{m: summary[m]["mean"] for m in ("dice", "iou", "precision", "recall") if m in summary},
     }
 

@@ -30,10 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from monai.bundle import ConfigWorkflow
+from common.bundle import load_workflow
+from common.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = REPO / "bundles" / "translation_semi_seg" / "configs"
+BUNDLE = "translation_semi_seg"
+CONFIGS = REPO / "bundles" / BUNDLE / "configs"
 # name -> (variant config or None for train.json alone, paper Dice on cluttered MNIST 48x48 simple, 1% labels)
 METHODS: dict[str, tuple[str | None, float | None]] = {
     "seg only": ("seg_only.json", 0.61),
@@ -44,16 +46,6 @@ METHODS: dict[str, tuple[str | None, float | None]] = {
     "P to A only": ("p_to_a_only.json", None),
     "no translation": ("no_translation.json", None),
 }
-
-
-def _workflow(configs: list[str], workflow_type: str, overrides: dict[str, Any]) -> ConfigWorkflow:
-    return ConfigWorkflow(
-        config_file=[str(CONFIGS / c) for c in configs],
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
-        **overrides,
-    )
 
 
 def _overrides(seed: int, out: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -115,7 +107,7 @@ def run_one(variant: str | None, seed: int, out: Path, args: argparse.Namespace)
         ("eval", train_configs + ["evaluate.json"], {"eval_dir": str(run_dir / "eval")}),
     ):
         start = time.perf_counter()
-        workflow = _workflow(configs, workflow_type, {**overrides, **extra})
+        workflow = load_workflow(BUNDLE, configs, workflow_type, **{**overrides, **extra})
         workflow.initialize()
         if workflow_type == "train":
             trainer = workflow.parser.get_parsed_content("train#trainer")
@@ -132,14 +124,15 @@ def run_one(variant: str | None, seed: int, out: Path, args: argparse.Namespace)
             stopped = bool(getattr(trainer.state, "stopped_early", False))
         workflow.finalize()
         seconds[workflow_type] = time.perf_counter() - start
-    report = json.loads((run_dir / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    metrics = read_metrics(run_dir / "eval")
+    accumulated = metrics.soft_dice_accumulated
     panels = out / "panels"
     panels.mkdir(parents=True, exist_ok=True)
     shutil.copy(run_dir / "eval" / "panel.png", panels / f"{name}_seed{seed}.png")
     steps = [b - a for a, b in zip(stamps, stamps[1:])]
     return {
-        "soft_dice_accumulated": float(report["soft_dice_accumulated"]["digit"]),
-        "dice_per_image": float(report["summary"]["dice"]["mean"]["mean"]),
+        "soft_dice_accumulated": float(accumulated["digit"]),
+        "dice_per_image": metrics.mean("dice"),
         "train_seconds": seconds["train"],
         "eval_seconds": seconds["eval"],
         "iterations": len(stamps),
