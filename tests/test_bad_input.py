@@ -102,3 +102,43 @@ def test_validate_transform_names_source():
     image[0, 0, 0] = float("inf")
     with pytest.raises(ValueError, match="NaN/Inf"):
         ValidateImageLabeld()({"image": image})
+
+
+def _png_dataset(root: Path, mask_values: tuple[int, int]) -> Path:
+    """Two 2D PNG images with their binary masks saved as 8-bit PNG with the given (background, object) values."""
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    items = []
+    for i in range(2):
+        mask = np.zeros((16, 16), np.uint8)
+        mask[4 : 8 + i, 4:10] = 1
+        Image.fromarray((40 + 150 * mask).astype(np.uint8)).save(root / "images" / f"img{i}.png")
+        Image.fromarray(np.where(mask > 0, mask_values[1], mask_values[0]).astype(np.uint8)).save(
+            root / "masks" / f"img{i}.png"
+        )
+        items.append(
+            {"image": f"./images/img{i}.png", "label": f"./masks/img{i}.png", "object_pixels": int(mask.sum())}
+        )
+    (root / "dataset.json").write_text(json.dumps({"training": items}), encoding="utf-8")
+    return root
+
+
+def test_binary_masks_saved_as_0_255_read_as_classes(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    import common.transforms.validation as validation
+
+    root = _png_dataset(tmp_path / "png255", (0, 255))
+    validation._told_binary_255 = False
+    with caplog.at_level("INFO", logger="common.transforms.validation"):
+        lists = _prepare(root, tmp_path / "work", num_channels=1, num_classes=2)
+    labels = [np.load(item["label"]) for item in lists["training"]]
+    assert [set(np.unique(lbl).tolist()) for lbl in labels] == [{0, 1}, {0, 1}]
+    expected = sorted(i["object_pixels"] for i in json.loads((root / "dataset.json").read_text())["training"])
+    assert sorted(int(lbl.sum()) for lbl in labels) == expected
+    assert sum("0/255 read as classes 0/1" in r.getMessage() for r in caplog.records) == 1  # said once
+    with pytest.raises(ValueError, match=r"label values \[255\] are not class indices in \[0, 2\]"):
+        _prepare(root, tmp_path / "work3", num_channels=1, num_classes=3)  # only a binary task maps 255 to 1
+    other = _png_dataset(tmp_path / "png128", (0, 128))
+    with pytest.raises(ValueError, match=r"img0\.png: label values \[128\] are not class indices"):
+        _prepare(other, tmp_path / "work128", num_channels=1, num_classes=2)

@@ -11,6 +11,7 @@ it at all; slices in between are dropped. Unlabelled slices get the domain "unla
 
 from __future__ import annotations
 
+import functools
 import locale
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,7 +25,7 @@ from monai.data import NumpyReader
 from monai.transforms import LoadImage, Resize
 
 from common.transforms.intensity import NormaliseOverForeground
-from common.transforms.validation import check_image, check_label
+from common.transforms.validation import binary_255_to_indices, check_image, check_label
 
 from .datalist import group_of
 
@@ -80,8 +81,19 @@ class SliceSettings:
 
 def _loader(path: str) -> LoadImage:
     """MONAI's reader for ``path``: channel-first ``.npy`` arrays (as this pipeline writes them) or the defaults."""
-    reader = NumpyReader(channel_dim=0) if path.lower().endswith(".npy") else None
-    return LoadImage(reader=reader, image_only=True, ensure_channel_first=True)
+    return _numpy_loader() if path.lower().endswith(".npy") else _default_loader()
+
+
+@functools.cache
+def _numpy_loader() -> LoadImage:
+    return LoadImage(reader=NumpyReader(channel_dim=0), image_only=True, ensure_channel_first=True)
+
+
+@functools.cache
+def _default_loader() -> LoadImage:
+    """One instance for every file: each ``LoadImage`` builds all of MONAI's readers, and building its DICOM reader
+    logs "nvImageCodec is not available" every time on a machine without it."""
+    return LoadImage(image_only=True, ensure_channel_first=True)
 
 
 @contextmanager
@@ -142,6 +154,7 @@ def write_samples(
             label = load_array(item["label"], "label")
             if label_scale != 1.0:
                 label = torch.round(label / label_scale)
+            label = binary_255_to_indices(label, num_classes)
             check_label(label, image, num_classes)
         raw = image.as_tensor() if hasattr(image, "as_tensor") else image
         if settings.foreground_threshold is None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping
 
 import torch
 from monai.transforms import MapTransform
+
+logger = logging.getLogger(__name__)
+_told_binary_255 = False
 
 
 def source_name(data: torch.Tensor) -> str:
@@ -42,6 +46,27 @@ def check_label(label: torch.Tensor, image: torch.Tensor, num_classes: int | Non
         bad = [int(v) if v == int(v) else v for v in bad]
         if bad:
             raise ValueError(f"{name}: label values {bad[:5]} are not class indices in [0, {num_classes - 1}].")
+
+
+def binary_255_to_indices(label: torch.Tensor, num_classes: int | None) -> torch.Tensor:
+    """A binary mask saved as 0/255 (the usual 8-bit PNG mask, e.g. ISIC) as class indices 0/1 when the task is binary
+    (``num_classes`` 2); any other label is returned unchanged (and :func:`check_label` judges it). The first
+    conversion in a process is logged once, naming the file.
+
+    Args:
+        label: ``(1, *spatial)`` label as loaded.
+        num_classes: classes including the background, or ``None`` (then nothing is converted).
+    """
+    global _told_binary_255
+    if num_classes != 2:
+        return label
+    values = set(torch.unique(label).tolist())
+    if 255 not in values or not values <= {0, 255}:
+        return label
+    if not _told_binary_255:
+        logger.info(f"{source_name(label)}: label values 0/255 read as classes 0/1 (binary masks; said once)")
+        _told_binary_255 = True
+    return (label > 0).to(label.dtype)
 
 
 class ValidateImageLabeld(MapTransform):
