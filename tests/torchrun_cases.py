@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from test_cluttered_mnist import write_small_mnist
+from test_mipr_auto_annotation import TINY as MIPR_TINY
 from test_translation_semi_seg import SMALL_RUN
 
 from common.bundle import TorchrunResult, torchrun
@@ -56,27 +57,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
         "max_epochs": 1,
         "val_interval": 1,
     },
-    "mipr_auto_annotation": {
-        "demo_kwargs": {"num_cases": 16, "image_size": 32},
-        "image_size": [32, 32],
-        "labelled_fraction": 0.5,
-        "val_fraction": 0.15,
-        "test_fraction": 0.2,
-        "batch_size": 4,
-        "generator_batch_size": 2,
-        "generator_channels": [8, 16],
-        "spade_hidden_channels": 8,
-        "discriminator_channels": 8,
-        "discriminator_layers": 2,
-        "discriminator_num_d": 1,
-        "network_def#channels": [8, 16, 32],
-        "network_def#strides": [2, 2],
-        "acceptance_dice": 0.0,
-        "num_rounds": 1,
-        "max_epochs": 1,
-        "generator_epochs": 1,
-        "val_interval": 1,
-    },
+    "mipr_auto_annotation": {**MIPR_TINY, "num_rounds": 1, "max_epochs": 1, "generator_epochs": 1},
     "translation_semi_seg": {**SMALL_RUN, "val_interval": 1},
 }
 

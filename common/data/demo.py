@@ -15,6 +15,11 @@ Families (name in :data:`DEMO_TASKS` -> generator):
 - ``tubular``: 3D CT-like thorax with aorta and pulmonary artery (:func:`generate_tubular`).
 - ``lesions``: 2D RGB dermoscopy-like skin lesions in the ISIC 2018 task 1 layout (:func:`generate_lesions`).
 
+Every generator takes ``out_dir`` (the folder to write to, created if needed), ``num_cases`` (image/label pairs),
+``image_size`` (the side of the square 2D images, or the in-plane size of the 3D volumes' first two axes in voxels),
+``depth`` for the 3D families (slices along the last axis) and ``seed``, and returns the path of
+``out_dir/dataset.json``.
+
 Case ``i`` of a data set generated with seed ``s`` draws all its randomness from ``numpy.random.default_rng([s, i])``,
 so the arrays depend only on ``(s, i)`` and the size arguments: the same seed gives identical arrays.
 Seeds must be non-negative integers.
@@ -258,14 +263,7 @@ def generate_cells(out_dir: str | Path, num_cases: int = 24, image_size: int = 1
     Files: ``imagesTr/cell_XXX.png`` (grey uint8, ``image_size`` x ``image_size``, values 0-255) and
     ``labelsTr/cell_XXX.png`` (uint8; 0 = background, 1 = cell).
 
-    Args:
-        out_dir: folder to write to (created if needed).
-        num_cases: number of image/label pairs.
-        image_size: side of the square images in pixels.
-        seed: non-negative random seed; the same seed gives identical arrays.
-
-    Returns:
-        Path of ``out_dir/dataset.json``.
+    Arguments and return value: see the module docstring.
     """
     return _write_dataset(
         out_dir,
@@ -475,14 +473,7 @@ def generate_cells_hard(out_dir: str | Path, num_cases: int = 48, image_size: in
     Files: ``imagesTr/cell_XXX.png`` (grey uint8, ``image_size`` x ``image_size``, values 0-255) and
     ``labelsTr/cell_XXX.png`` (uint8; 0 = background, 1 = nucleus), as for :func:`generate_cells`.
 
-    Args:
-        out_dir: folder to write to (created if needed).
-        num_cases: number of image/label pairs.
-        image_size: side of the square images in pixels.
-        seed: non-negative random seed; the same seed gives identical arrays.
-
-    Returns:
-        Path of ``out_dir/dataset.json``.
+    Arguments and return value: see the module docstring.
     """
     return _write_dataset(
         out_dir,
@@ -560,14 +551,7 @@ def generate_vessels(out_dir: str | Path, num_cases: int = 24, image_size: int =
     Files: ``imagesTr/vessel_XXX.png`` (grey uint8, ``image_size`` x ``image_size``, values 0-255) and
     ``labelsTr/vessel_XXX.png`` (uint8; 0 = background, 1 = vessel).
 
-    Args:
-        out_dir: folder to write to (created if needed).
-        num_cases: number of image/label pairs.
-        image_size: side of the square images in pixels.
-        seed: non-negative random seed; the same seed gives identical arrays.
-
-    Returns:
-        Path of ``out_dir/dataset.json``.
+    Arguments and return value: see the module docstring.
     """
     return _write_dataset(
         out_dir,
@@ -636,15 +620,7 @@ def generate_tumour(
     Files: ``imagesTr/tumour_XXX.nii.gz`` (float32, shape ``(image_size, image_size, depth)``, identity affine, 1 mm
     voxels) and ``labelsTr/tumour_XXX.nii.gz`` (uint8, same shape; 0 = background, 1 = tumour).
 
-    Args:
-        out_dir: folder to write to (created if needed).
-        num_cases: number of image/label pairs.
-        image_size: in-plane size in voxels (first two axes).
-        depth: number of axial slices (last axis).
-        seed: non-negative random seed; the same seed gives identical arrays.
-
-    Returns:
-        Path of ``out_dir/dataset.json``.
+    Arguments and return value: see the module docstring (``depth``: axial slices, the last axis).
     """
     return _write_dataset(
         out_dir,
@@ -738,15 +714,7 @@ def generate_bone(
     voxels) and ``labelsTr/bone_XXX.nii.gz`` (uint8, same shape; 0 = background, 1 = bone, i.e. the skeletal
     structures before blurring).
 
-    Args:
-        out_dir: folder to write to (created if needed).
-        num_cases: number of image/label pairs.
-        image_size: in-plane size in voxels (first two axes).
-        depth: number of slices along the body axis (last axis).
-        seed: non-negative random seed; the same seed gives identical arrays.
-
-    Returns:
-        Path of ``out_dir/dataset.json``.
+    Arguments and return value: see the module docstring (``depth``: slices along the body axis, the last axis).
     """
     return _write_dataset(
         out_dir,
@@ -841,15 +809,7 @@ def generate_tubular(
     Files: ``imagesTr/tubular_XXX.nii.gz`` (float32, shape ``(image_size, image_size, depth)``, identity affine, 1 mm
     voxels) and ``labelsTr/tubular_XXX.nii.gz`` (uint8, same shape; 0 = background, 1 = aorta, 2 = pulmonary artery).
 
-    Args:
-        out_dir: folder to write to (created if needed).
-        num_cases: number of image/label pairs.
-        image_size: in-plane size in voxels (first two axes).
-        depth: number of axial slices (last axis).
-        seed: non-negative random seed; the same seed gives identical arrays.
-
-    Returns:
-        Path of ``out_dir/dataset.json``.
+    Arguments and return value: see the module docstring (``depth``: axial slices, the last axis).
     """
     return _write_dataset(
         out_dir,
@@ -917,14 +877,7 @@ def generate_lesions(out_dir: str | Path, num_cases: int = 24, image_size: int =
     255 = lesion, as in ISIC). The ``dataset.json`` therefore has ``"labels": {"0": "background", "255": "lesion"}``
     and ``"label_scale": 255``: a loader divides the masks by 255 to get a 0/1 label.
 
-    Args:
-        out_dir: folder to write to (created if needed).
-        num_cases: number of image/label pairs.
-        image_size: side of the square images in pixels.
-        seed: non-negative random seed; the same seed gives identical arrays.
-
-    Returns:
-        Path of ``out_dir/dataset.json``.
+    Arguments and return value: see the module docstring.
     """
     header = _header(
         "DemoLesions",
