@@ -1,37 +1,38 @@
-"""Label efficiency of every method of the collection on one demo task: Dice against the labelled fraction, with
-wall time, CPU time and peak memory per run.
+"""Label efficiency on label-scarce tasks: each method of the collection against its like-for-like control at equal
+segmenter steps, over seeds, with the paired difference and its 95 % interval.
 
-    python benchmarks/label_efficiency.py [--out outputs/label_efficiency] [--methods supervised_seg af_seg ...]
-        [--fractions 0 0.125] [--epochs-scale 1.0] [--num-cases 48] [--image-size 64] [--force] [--with-translation]
+    python benchmarks/label_efficiency.py --task cluttered_mnist     # or mni_tissue, cells_hard
+        [--seeds 0 1 2] [--arms unet adversarial ...] [--jobs 2] [--out outputs/label_efficiency] [--quick]
+        [--force] [--timeout S]
 
-Every image method is trained and evaluated on the same synthetic ``cells`` demo data set (``common.data.demo``,
-2D grey, generated once under ``<out>/data``) with the same seed-0 split (validation 0.15, test 0.2 of the images;
-the labelled share is drawn from the training images by ``labelled_fraction`` with the same seed, so the labelled
-sets are nested: the 1/8 set is part of the 1/4 set, and so on). Default methods and fractions:
+Tasks (data prepared offline by ``common.data``; ``--task`` picks one):
 
-* ``supervised_seg``: U-Net on the labelled share only (the baseline), at 1/8, 1/4, 1/2 and 1;
-* ``adversarial_semi_seg``: adversarial semi-supervised U-Net (``semi_1_8.json`` etc.) at 1/8, 1/4, 1/2;
-* ``acwe_mode1``: ``acwe_unsup_seg`` mode 1, no labels (0); ``acwe_mode4``: ``mode4_joint.json`` (ACWE + label
-  loss on the labelled share) at 1/8 and 1/2;
-* ``af_seg``: no labels (0);
-* ``mipr_auto_annotation``: 3 annotation rounds from the labelled share plus the unlabelled rest, at 1/8 and 1/4.
+* ``cluttered_mnist``: the translation paper's task (Vorontsov et al., MedIA 2022): real MNIST digits over clutter,
+  48 x 48 (``common.data.cluttered_mnist``, exported for every bundle with ``export_msd``); labelled: 1 % and 5 % of
+  the training images, and all of them (the ceiling); the other training images are the unlabelled ones.
+* ``mni_tissue``: real T1 MRI, the MNI152 2009a template (``common.data.mni_tissue``): axial slices, background / grey
+  / white matter, contiguous slabs per split; labelled: 4 and 12 slices, and all.
+* ``cells_hard``: synthetic microscopy made hard on purpose (``common.data.demo``, 128 px); labelled: 4 images, and
+  all.
 
-Optional (``--methods``): ``adversarial_unet_only`` (the adversarial bundle's ``supervised_only.json`` at 1/8),
-``mipr_multi_object`` (MIPR with a pseudo-label cleaning that keeps every object and 100 generator epochs) and
-``translation_semi_seg`` (also ``--with-translation``: cluttered MNIST, its own data and 1 % labels, so its point is
-not comparable with the cells).
+Arms (``ARMS``): ``unet`` (``supervised_seg``, the common reference, at every labelled amount); each
+semi-supervised method with its control, the same bundle and recipe with the unlabelled terms off
+(``adversarial`` / ``adversarial_control`` = ``supervised_only.json``, ``translation`` / ``translation_control`` =
+``seg_only.json``, ``mipr`` / ``mipr_control`` = round 0 alone trained for the steps of all rounds together,
+``acwe_joint`` / ``acwe_joint_control`` = mode 4 with the ACWE term off); the label-free ``acwe_unsup`` (mode 1) and
+``af_seg``, next to the classical methods a user would try first, ``otsu`` and ``chan_vese`` (the morphological
+Chan-Vese level set without erosion), at labelled amount 0. An arm that does not apply to a task is listed as n/a
+with the reason (``Task.not_applicable``).
 
-Supervised, semi-supervised, ACWE and MIPR's segmenter all get the same number of iterations (epochs x
-``epoch_length``, batch 8) whatever the fraction. No run selects its model on labels beyond its labelled share:
-validation runs once, after the last epoch, and the last model is evaluated (``val_interval`` = the number of
-epochs). Each (method, fraction) run is a separate process (``python benchmarks/label_efficiency.py --one <spec>``)
-with one torch thread (``OMP_NUM_THREADS=1``, ``torch.set_num_threads(1)``) in an emptied folder
-``<out>/runs/<method>_<fraction>/`` (log in ``log.txt``), so the wall time (measured by the parent, process start to
-exit), the CPU time and the peak resident memory (the child's own ``getrusage``) are per run and include every
-stage. Results are appended to ``<out>/results.json`` as the runs finish; a rerun skips the runs already finished
-with the same settings (``--force`` runs them again), so a long run can be resumed. Then
-``<out>/label_efficiency.md`` (table, schedule, machine, command) and ``<out>/label_efficiency.png`` (Dice vs
-labelled fraction) are written from every finished run in ``results.json``.
+Protocol, enforced here: every trained run of a task gets the same number of segmenter optimiser steps
+(``Task.steps``; measured in each run and checked per pair); each seed draws its own labelled subset and training
+seed (and, on ``cells_hard``, its own split); validation runs once, after the last step, and the last model is
+evaluated, so no model, phase or threshold is chosen with labels outside the labelled share. Per run: Dice per test
+image, wall s, CPU s, peak MiB. Runs are separate processes with one torch thread (``--jobs`` of them at a time) in
+emptied folders ``<out>/<task>/runs/<id>/``; results are appended to ``<out>/<task>/results.json`` as they finish and
+a rerun skips the finished ones (``--force`` reruns them). Then ``label_efficiency.md`` (tables) and
+``label_efficiency.png`` (plot) are written from every finished run. ``--quick`` runs a reduced version (small data,
+few steps, two seeds) in a few minutes; the tests smoke-run it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import platform
 import resource
@@ -46,400 +48,627 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.atomic_write import write_text_atomic
-
 REPO = Path(__file__).resolve().parent.parent
-INTENSITY = {"k": 5.0, "clip": [-1.0, 1.0], "foreground_threshold": None}
-UNET_CHANNELS = [16, 32, 64, 128, 256]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from common.atomic_write import write_text_atomic  # noqa: E402
+from common.metrics.results import paired_difference  # noqa: E402
+
+# ---------------------------------------------------------------------------------------------------------------------
+# tasks
+# ---------------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Method:
-    """One method: its bundle, configs, labelled fractions, schedule (integers scaled by ``--epochs-scale``) and a
-    function ``(fraction, schedule, settings) -> overrides``."""
+@dataclass(frozen=True)
+class Task:
+    """A label-scarce task and the budget every run on it gets.
 
-    key: str
-    label: str
-    bundle: str
-    train_configs: Callable[[float], list[str]]
-    fractions: tuple[float, ...]
-    schedule: dict[str, int]
-    overrides: Callable[[float, dict[str, int], dict[str, Any]], dict[str, Any]]
-    describe: Callable[[dict[str, int]], str]
-    task: str = "cells"
-    eval_configs: tuple[str, ...] = ("evaluate.json",)
-    default: bool = True
+    Attributes:
+        name, title: ``--task`` name and a line for the tables.
+        num_classes, class_names: classes including the background, and the foreground names.
+        image_size: side of the (square) images.
+        labelled: labelled training images of the runs with labels, lowest first; ``None`` = all (the ceiling).
+        steps, epochs: segmenter optimiser steps of every trained run, in ``epochs`` epochs of ``steps // epochs``.
+        batch_size: labelled batch (the unlabelled batch of the semi-supervised arms is the same size).
+        unet_channels: widths of the U-Nets (supervised, adversarial, MIPR's segmenter).
+        not_applicable: arm -> why it does not apply here.
+        quick: the smaller settings of ``--quick``.
+    """
+
+    name: str
+    title: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    image_size: int
+    labelled: tuple[int | None, ...]
+    steps: int
+    epochs: int
+    batch_size: int
+    unet_channels: tuple[int, ...]
+    not_applicable: Mapping[str, str] = field(default_factory=dict)
+    quick: Mapping[str, Any] = field(default_factory=dict)
+
+    def scaled(self, quick: bool) -> Task:
+        if not quick:
+            return self
+        fields = {k: v for k, v in self.__dict__.items() if k != "quick"}
+        return Task(**{**fields, **self.quick, "quick": {}})
 
 
-def _cells(fraction: float, settings: dict[str, Any]) -> dict[str, Any]:
-    """Overrides shared by every image method: the same data set, split and seed."""
-    return {
-        "dataset_dir": settings["dataset_dir"],
-        "seed": 0,
-        "val_fraction": 0.15,
-        "test_fraction": 0.2,
-        "labelled_fraction": fraction,
+TRANSLATION_NA = "needs target-absent images (slice-level labels); this task has none"
+TASKS: dict[str, Task] = {
+    "cluttered_mnist": Task(
+        name="cluttered_mnist",
+        title="cluttered MNIST 48 x 48 (real MNIST digits over clutter of digit pieces)",
+        num_classes=2,
+        class_names=("digit",),
+        image_size=48,
+        labelled=(20, 100, None),
+        steps=600,
+        epochs=6,
+        batch_size=8,
+        unet_channels=(16, 32, 64, 128, 256),
+        not_applicable={
+            "af_seg": (
+                "its premise, a classical coarse mask that is roughly right, does not hold: the clutter is made of "
+                "digit pieces of the digit's intensity (Otsu and Chan-Vese rows show what such masks score), and "
+                "stage 2 (a Deep Image Prior fit per image) over 2000 images is hours on a CPU"
+            ),
+        },
+        quick={"labelled": (20, None), "steps": 8, "epochs": 2},
+    ),
+    "mni_tissue": Task(
+        name="mni_tissue",
+        title="MNI152 2009a T1 template, axial slices, grey / white matter",
+        num_classes=3,
+        class_names=("grey matter", "white matter"),
+        image_size=64,
+        labelled=(4, 12, None),
+        steps=600,
+        epochs=6,
+        batch_size=8,
+        unet_channels=(16, 32, 64, 128, 256),
+        not_applicable={
+            "translation": TRANSLATION_NA,
+            "translation_control": TRANSLATION_NA,
+            "acwe_unsup": "two-phase (one foreground class); this task has two tissue classes",
+            "acwe_joint": "two-phase (one foreground class); this task has two tissue classes",
+            "acwe_joint_control": "two-phase (one foreground class); this task has two tissue classes",
+            "af_seg": "binary (one foreground class); this task has two tissue classes",
+            "chan_vese": "two-phase; three-class Otsu is the classical row here",
+        },
+        quick={"labelled": (4, None), "steps": 8, "epochs": 2, "image_size": 32},
+    ),
+    "cells_hard": Task(
+        name="cells_hard",
+        title="synthetic microscopy, uneven illumination, dim and touching nuclei, 128 px",
+        num_classes=2,
+        class_names=("nucleus",),
+        image_size=128,
+        labelled=(4, None),
+        steps=300,
+        epochs=10,
+        batch_size=8,
+        unet_channels=(16, 32, 64, 128, 256),
+        not_applicable={"translation": TRANSLATION_NA, "translation_control": TRANSLATION_NA},
+        quick={"steps": 6, "epochs": 2, "image_size": 32},
+    ),
+}
+CELLS_HARD_CASES = 48
+TRANSLATION_SIZES = {"num_train": 2000, "num_val": 200, "num_test": 500}
+QUICK_TRANSLATION_SIZES = {"num_train": 200, "num_val": 20, "num_test": 20}
+SPLIT = {"val_fraction": 0.15, "test_fraction": 0.2}  # cells_hard, whose dataset.json has no validation/test lists
+
+
+def prepare_task(task: Task, data_dir: Path, quick: bool) -> dict[str, Any]:
+    """Prepare the task's data under ``data_dir`` (once; later calls find it) and return what the runs need:
+    ``dataset_dir`` (an MSD-style folder every bundle reads), ``training_images`` (the training list's length, from
+    which a labelled count becomes a fraction) and, for cluttered MNIST, the translation bundle's own settings."""
+    from common.data.datalist import load_datalist, split_by_group
+
+    if task.name == "cluttered_mnist":
+        from common.data.cluttered_mnist import export_msd, prepare_cluttered_mnist
+
+        sizes = QUICK_TRANSLATION_SIZES if quick else TRANSLATION_SIZES
+        folder = prepare_cluttered_mnist(data_dir, "48_simple", labelled_digits=None, seed=0, **sizes)
+        dataset_dir = export_msd(folder)
+        extra: dict[str, Any] = {"translation_sizes": sizes, "split_given": True}
+    elif task.name == "mni_tissue":
+        from common.data.mni_tissue import prepare_mni_tissue
+
+        dataset_dir = prepare_mni_tissue(data_dir / "mni_tissue", image_size=task.image_size)
+        extra = {"split_given": True}
+    elif task.name == "cells_hard":
+        from common.data.demo import ensure_demo_dataset
+
+        cases = 16 if quick else CELLS_HARD_CASES
+        dataset_dir = ensure_demo_dataset(
+            "cells_hard", data_dir / "cells_hard", seed=0, num_cases=cases, image_size=task.image_size
+        ).parent
+        extra = {"split_given": False}
+    else:
+        raise ValueError(f"unknown task {task.name!r}")
+    training = load_datalist(Path(dataset_dir) / "dataset.json", "training")
+    if extra["split_given"]:
+        count = len(training)
+    else:  # the same split the bundles make (by group, seeded); its sizes do not depend on the seed
+        count = len(
+            split_by_group(training, {"validation": SPLIT["val_fraction"], "test": SPLIT["test_fraction"]})["training"]
+        )
+    return {"dataset_dir": str(dataset_dir), "training_images": count, **extra}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# arms: a bundle recipe (or a classical method) and its overrides
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What an arm's overrides are built from: the task, its prepared data, the labelled count and the seed."""
+
+    task: Task
+    data: Mapping[str, Any]
+    labelled: int | None  # labelled training images; None = all; 0 = none
+    seed: int
+
+    @property
+    def iterations(self) -> int:
+        return self.task.steps // self.task.epochs
+
+    def labelled_fraction(self) -> float:
+        """The bundles' ``labelled_fraction`` that labels exactly ``labelled`` images: ``select_labelled`` labels
+        ``ceil(f * n)`` of ``n``, so ``(k - 0.5) / n`` is exact whatever the rounding of ``k / n``."""
+        if self.labelled is None:
+            return 1.0
+        return max(self.labelled - 0.5, 0.0) / self.data["training_images"]
+
+
+def _data(c: RunContext) -> dict[str, Any]:
+    """Overrides every image bundle shares: the data set, its split, the labelled share, the seed, the classes."""
+    out = {
+        "dataset_dir": c.data["dataset_dir"],
+        "seed": c.seed,
+        "labelled_fraction": c.labelled_fraction(),
         "num_channels": 1,
-        "num_classes": 2,
-        "class_names": ["cell"],
+        "num_classes": c.task.num_classes,
+        "class_names": list(c.task.class_names),
+        "resume": False,
     }
+    if not c.data["split_given"]:
+        out.update(SPLIT)
+    return out
 
 
-def _supervised(fraction: float, s: dict[str, int], settings: dict[str, Any]) -> dict[str, Any]:
-    size = settings["image_size"]
+def _schedule(c: RunContext, epoch_length_key: str) -> dict[str, Any]:
+    """``epochs`` epochs of ``iterations`` steps, validated once, after the last one (so the last model is saved)."""
+    return {"max_epochs": c.task.epochs, epoch_length_key: c.iterations, "val_interval": c.task.epochs}
+
+
+def _unet(c: RunContext) -> dict[str, Any]:
+    size = c.task.image_size
     return {
-        **_cells(fraction, settings),
+        **_data(c),
+        **_schedule(c, "train#trainer#epoch_length"),
         "patch_size": [size, size],
-        "batch_size": 8,
-        "network_def#channels": UNET_CHANNELS,
-        "max_epochs": s["epochs"],
-        "train#trainer#epoch_length": s["iterations"],
-        "val_interval": s["epochs"],
+        "batch_size": c.task.batch_size,
+        "network_def#channels": list(c.task.unet_channels),
+        "network_def#strides": [2] * (len(c.task.unet_channels) - 1),
     }
 
 
-def _adversarial(fraction: float, s: dict[str, int], settings: dict[str, Any]) -> dict[str, Any]:
-    size = settings["image_size"]
+def _adversarial(c: RunContext) -> dict[str, Any]:
+    size = c.task.image_size
     return {
-        **_cells(fraction, settings),
-        "intensity": INTENSITY,
+        **_data(c),
+        **_schedule(c, "epoch_length"),
         "patch_size": [size, size],
-        "batch_size": 8,
-        "unlabeled_batch_size": 8,
-        "network_def#channels": UNET_CHANNELS,
-        "network_def#strides": [2, 2, 2, 2],
-        "discriminator_channels": [64, 128],
-        "max_epochs": s["epochs"],
-        "epoch_length": s["iterations"],
-        "semi_start_epoch": s["semi_start_epoch"],
-        "val_interval": s["epochs"],
+        "batch_size": c.task.batch_size,
+        "unlabeled_batch_size": c.task.batch_size,
+        "network_def#channels": list(c.task.unet_channels),
+        "network_def#strides": [2] * (len(c.task.unet_channels) - 1),
+        "semi_start_epoch": max(c.task.epochs // 4, 1),  # paper: 5k of 20k iterations
+        "discriminator_channels": [64, 128, 256],  # four stride-2 layers: images of 16 px and more
     }
 
 
-def _acwe(fraction: float, s: dict[str, int], settings: dict[str, Any]) -> dict[str, Any]:
-    return {
-        **_cells(fraction, settings),
-        "batch_size": 8,
-        "max_epochs": s["epochs"],
-        "train#trainer#epoch_length": s["iterations"],
-        "val_interval": s["epochs"],
-    }
+def _acwe(c: RunContext) -> dict[str, Any]:
+    return {**_data(c), **_schedule(c, "train#trainer#epoch_length"), "batch_size": c.task.batch_size}
 
 
-def _af_seg(fraction: float, s: dict[str, int], settings: dict[str, Any]) -> dict[str, Any]:
-    size = settings["image_size"]
+def _acwe_label_only(c: RunContext) -> dict[str, Any]:
+    return {**_acwe(c), "acwe_weight": 0.0}
+
+
+def _af_seg(c: RunContext) -> dict[str, Any]:
+    size = c.task.image_size
+    half = c.task.epochs // 2
     return {
-        **_cells(fraction, settings),
+        **_data(c),
         "patch_size": [size, size],
-        "batch_size": 4,
+        "batch_size": c.task.batch_size,
+        "train#trainer#epoch_length": c.iterations,
+        "constant_epochs": half,
+        "decay_epochs": c.task.epochs - half,
+        "val_interval": c.task.epochs,
         "learning_rate": 0.001,
-        "dip_steps": s["dip_steps"],
-        "background#dsp_max_steps": s["dsp_max_steps"],
-        "constant_epochs": s["constant_epochs"],
-        "decay_epochs": s["decay_epochs"],
-        "val_interval": s["constant_epochs"] + s["decay_epochs"],
+        "dip_steps": 50,
+        "background#dsp_max_steps": 50,
     }
 
 
-def _mipr(fraction: float, s: dict[str, int], settings: dict[str, Any]) -> dict[str, Any]:
-    size = settings["image_size"]
+MIPR_ROUNDS = 1
+
+
+def _mipr(c: RunContext, rounds: int = MIPR_ROUNDS, epochs_scale: int = 1) -> dict[str, Any]:
+    size = c.task.image_size
+    batch = c.task.batch_size
     return {
-        **_cells(fraction, settings),
+        **_data(c),
         "image_size": [size, size],
-        "batch_size": 8,
-        "network_def#channels": UNET_CHANNELS,
-        "max_epochs": s["epochs"],
-        "val_interval": s["epochs"],
-        # a fixed number of iterations per epoch whatever the round's training set (labelled + accepted pairs)
+        "batch_size": batch,
+        "network_def#channels": list(c.task.unet_channels),
+        "network_def#strides": [2] * (len(c.task.unet_channels) - 1),
+        "max_epochs": c.task.epochs * epochs_scale,
+        "val_interval": c.task.epochs * epochs_scale,
+        # a fixed number of steps per epoch whatever the round's training set (labelled + accepted pairs)
         "train#dataloader#shuffle": False,
         "train#dataloader#sampler": {
             "_target_": "torch.utils.data.RandomSampler",
             "data_source": "@train#dataset",
             "replacement": True,
-            "num_samples": s["iterations"] * 8,
+            "num_samples": c.iterations * batch,
         },
-        "generator_epochs": s["generator_epochs"],
+        "generator_epochs": 20,
         "generator_channels": [16, 32, 64, 128],
         "spade_hidden_channels": 32,
         "discriminator_channels": 32,
         "discriminator_layers": 2,
-        "num_rounds": s["rounds"],
+        "num_rounds": rounds,
     }
 
 
-def _mipr_multi_object(fraction: float, s: dict[str, int], settings: dict[str, Any]) -> dict[str, Any]:
-    """MIPR with a pseudo-label cleaning for images of many objects: the bundle's cleaning keeps the largest
-    connected component (one lesion per ISIC image), which leaves one cell of each pseudo-label."""
-    cleaning = [
-        {"_target_": "FillHoles"},
-        {"_target_": "GaussianSmooth", "sigma": "@cleaning_smoothing_sigma"},
-        {"_target_": "AsDiscrete", "threshold": 0.5},
-        {"_target_": "FillHoles"},
-    ]
-    return {**_mipr(fraction, s, settings), "cleaning#transforms": cleaning}
+def _mipr_control(c: RunContext) -> dict[str, Any]:
+    """Round 0 alone (labelled images only) for the segmenter steps of all MIPR's rounds together."""
+    return _mipr(c, rounds=0, epochs_scale=MIPR_ROUNDS + 1)
 
 
-def _translation(fraction: float, s: dict[str, int], settings: dict[str, Any]) -> dict[str, Any]:
+def _translation(c: RunContext) -> dict[str, Any]:
+    sizes = c.data["translation_sizes"]
+    fraction = 1.0 if c.labelled is None else c.labelled / sizes["num_train"]  # its own count: round(f * n)
     return {
-        "num_train": 2000,
-        "num_test": 500,
+        **sizes,
+        "labelled_fraction": fraction,
+        "labelled_digits": None,
+        "data_seed": 0,  # the images of export_msd
+        "labelled_seed": c.seed,
+        "seed": c.seed,
         "network_width": 0.25,
         "batch_size": 10,
         "absent_batch_size": 10,
-        "max_epochs": s["epochs"],
-        "epoch_length": s["iterations"],
-        "val_interval": s["epochs"],
         "resume": False,
-        "seed": 0,
+        **_schedule(c, "epoch_length"),
     }
 
 
-def _its(s: dict[str, int]) -> str:
-    return f"{s['epochs']} epochs x {s['iterations']} iterations"
+@dataclass(frozen=True)
+class Arm:
+    """One kind of run.
+
+    Attributes:
+        key, label: name in ``--arms`` and in the tables.
+        bundle, configs: the bundle and its configs merged in order; ``bundle`` None for a classical method,
+            computed in the child on the test images without training.
+        role: ``reference`` (the U-Net), ``method``, ``control``, ``label-free`` or ``classical``.
+        control: a method's like-for-like control arm.
+        labelled_amounts: which labelled amounts it runs at: ``"low"`` (those below all), ``"all"`` (every one,
+            the ceiling included) or ``"none"`` (0: no label reaches training).
+        overrides: ``RunContext -> config overrides``.
+        steps_key: how its segmenter steps are planned (checked equal between a method and its control).
+    """
+
+    key: str
+    label: str
+    bundle: str | None
+    configs: tuple[str, ...]
+    role: str
+    labelled_amounts: str
+    overrides: Callable[[RunContext], dict[str, Any]] | None = None
+    control: str | None = None
+    eval_configs: tuple[str, ...] = ("evaluate.json",)
+
+    def planned_steps(self, c: RunContext) -> int:
+        """Segmenter optimiser steps of this arm, from its overrides: those of its final model, times the rounds
+        for MIPR, which trains its segmenter anew in each (0 for classical methods)."""
+        if self.bundle is None:
+            return 0
+        o = self.overrides(c)
+        epochs = o.get("max_epochs") or (o["constant_epochs"] + o["decay_epochs"])
+        if "train#dataloader#sampler" in o:
+            per_epoch = o["train#dataloader#sampler"]["num_samples"] // o["batch_size"]
+        else:
+            per_epoch = o.get("train#trainer#epoch_length") or o["epoch_length"]
+        return int(epochs * per_epoch) * (o.get("num_rounds", 0) + 1)
 
 
-METHODS = {
-    m.key: m
-    for m in (
-        Method(
+ARMS: dict[str, Arm] = {
+    a.key: a
+    for a in (
+        Arm(
+            "unet",
+            "U-Net on the labelled share (supervised_seg)",
             "supervised_seg",
-            "U-Net, labelled share only (supervised_seg)",
-            "supervised_seg",
-            lambda f: ["train.json"],
-            (0.125, 0.25, 0.5, 1.0),
-            {"epochs": 10, "iterations": 10},
-            _supervised,
-            lambda s: f"{_its(s)} of batch 8 (DiceCE, Adam 1e-3)",
+            ("train.json",),
+            "reference",
+            "all",
+            _unet,
         ),
-        Method(
+        Arm(
+            "adversarial",
+            "adversarial semi-supervised (adversarial_semi_seg)",
             "adversarial_semi_seg",
-            "adversarial semi-supervised U-Net (adversarial_semi_seg)",
-            "adversarial_semi_seg",
-            lambda f: ["train.json", f"semi_1_{round(1 / f)}.json"],
-            (0.125, 0.25, 0.5),
-            {"epochs": 10, "iterations": 10, "semi_start_epoch": 2},
+            ("train.json",),
+            "method",
+            "low",
             _adversarial,
-            lambda s: (
-                f"{_its(s)} of batch 8 labelled + 8 unlabelled, pseudo-label loss after epoch "
-                f"{s['semi_start_epoch']}, discriminator widths 64-128"
-            ),
+            control="adversarial_control",
         ),
-        Method(
-            "adversarial_unet_only",
-            "U-Net, labelled share only (adversarial_semi_seg supervised_only.json)",
+        Arm(
+            "adversarial_control",
+            "its U-Net alone (adversarial_semi_seg supervised_only.json)",
             "adversarial_semi_seg",
-            lambda f: ["train.json", "supervised_only.json"],
-            (0.125,),
-            {"epochs": 10, "iterations": 10, "semi_start_epoch": 2},
+            ("train.json", "supervised_only.json"),
+            "control",
+            "low",
             _adversarial,
-            lambda s: f"{_its(s)} of batch 8 (cross-entropy, no discriminator)",
-            default=False,
         ),
-        Method(
-            "acwe_mode1",
+        Arm(
+            "translation",
+            "translation semi-supervised (translation_semi_seg)",
+            "translation_semi_seg",
+            ("train.json",),
+            "method",
+            "low",
+            _translation,
+            control="translation_control",
+        ),
+        Arm(
+            "translation_control",
+            "its segmentation path alone (translation_semi_seg seg_only.json)",
+            "translation_semi_seg",
+            ("train.json", "seg_only.json"),
+            "control",
+            "low",
+            _translation,
+        ),
+        Arm(
+            "mipr",
+            f"MIPR, {MIPR_ROUNDS} annotation round (mipr_auto_annotation)",
+            "mipr_auto_annotation",
+            ("train.json",),
+            "method",
+            "low",
+            _mipr,
+            control="mipr_control",
+        ),
+        Arm(
+            "mipr_control",
+            "its round 0 alone, the steps of all rounds (mipr_auto_annotation)",
+            "mipr_auto_annotation",
+            ("train.json",),
+            "control",
+            "low",
+            _mipr_control,
+        ),
+        Arm(
+            "acwe_joint",
+            "RCNN, ACWE + label loss (acwe_unsup_seg mode 4)",
+            "acwe_unsup_seg",
+            ("train.json", "mode4_joint.json"),
+            "method",
+            "low",
+            _acwe,
+            control="acwe_joint_control",
+        ),
+        Arm(
+            "acwe_joint_control",
+            "RCNN, label loss alone (mode 4, ACWE weight 0)",
+            "acwe_unsup_seg",
+            ("train.json", "mode4_joint.json"),
+            "control",
+            "low",
+            _acwe_label_only,
+        ),
+        Arm(
+            "acwe_unsup",
             "RCNN + ACWE loss, no labels (acwe_unsup_seg mode 1)",
             "acwe_unsup_seg",
-            lambda f: ["train.json"],
-            (0.0,),
-            {"epochs": 10, "iterations": 10},
+            ("train.json",),
+            "label-free",
+            "none",
             _acwe,
-            lambda s: f"{_its(s)} of batch 8",
         ),
-        Method(
-            "acwe_mode4",
-            "RCNN + ACWE + 0.4 label loss (acwe_unsup_seg mode 4)",
-            "acwe_unsup_seg",
-            lambda f: ["train.json", "mode4_joint.json"],
-            (0.125, 0.5),
-            {"epochs": 10, "iterations": 10},
-            _acwe,
-            lambda s: f"{_its(s)} of batch 8 (labelled images only)",
-        ),
-        Method(
-            "af_seg",
-            "AF-Seg, no labels (af_seg)",
-            "af_seg",
-            lambda f: ["train.json"],
-            (0.0,),
-            {"constant_epochs": 8, "decay_epochs": 8, "dip_steps": 50, "dsp_max_steps": 50},
-            _af_seg,
-            lambda s: (
-                f"Chan-Vese coarse masks, DSP <= {s['dsp_max_steps']} + DIP {s['dip_steps']} steps per image, "
-                f"{s['constant_epochs']} + {s['decay_epochs']} epochs of batch 4"
-            ),
-        ),
-        Method(
-            "mipr_auto_annotation",
-            "MIPR, 3 annotation rounds (mipr_auto_annotation)",
-            "mipr_auto_annotation",
-            lambda f: ["train.json"],
-            (0.125, 0.25),
-            {"epochs": 10, "iterations": 10, "generator_epochs": 20, "rounds": 3},
-            _mipr,
-            lambda s: (
-                f"S {_its(s)} of batch 8 per round (sampled with replacement), G {s['generator_epochs']} epochs "
-                f"(widths 16-128, D 32 x 2 layers), {s['rounds']} rounds"
-            ),
-        ),
-        Method(
-            "mipr_multi_object",
-            "MIPR, 3 rounds, cleaning without largest-component step (mipr_auto_annotation)",
-            "mipr_auto_annotation",
-            lambda f: ["train.json"],
-            (0.125, 0.25),
-            {"epochs": 10, "iterations": 10, "generator_epochs": 100, "rounds": 3},
-            _mipr_multi_object,
-            lambda s: (
-                f"S {_its(s)} of batch 8 per round (sampled with replacement), G {s['generator_epochs']} epochs "
-                f"(widths 16-128, D 32 x 2 layers), {s['rounds']} rounds, pseudo-label cleaning without "
-                "KeepLargestConnectedComponent"
-            ),
-            default=False,
-        ),
-        Method(
-            "translation_semi_seg",
-            "translation semi-supervised (translation_semi_seg, cluttered MNIST)",
-            "translation_semi_seg",
-            lambda f: ["train.json"],
-            (0.01,),
-            {"epochs": 2, "iterations": 50},
-            _translation,
-            lambda s: f"cluttered MNIST 48x48, 2000 + 2000 training images, width 0.25, {_its(s)} of batch 10 + 10",
-            task="cluttered MNIST",
-            default=False,
-        ),
+        Arm("af_seg", "AF-Seg, no labels (af_seg)", "af_seg", ("train.json",), "label-free", "none", _af_seg),
+        Arm("otsu", "Otsu threshold per image (multi-Otsu for several classes)", None, (), "classical", "none"),
+        Arm("chan_vese", "Chan-Vese level set per image, no erosion", None, (), "classical", "none"),
     )
 }
 
 
-FIXED = ("rounds",)  # schedule entries that --epochs-scale leaves alone
+def amounts(arm: Arm, task: Task) -> list[int | None]:
+    if arm.labelled_amounts == "none":
+        return [0]
+    if arm.labelled_amounts == "low":
+        return [k for k in task.labelled if k is not None]
+    return list(task.labelled)
 
 
-def _scaled(schedule: dict[str, int], scale: float) -> dict[str, int]:
-    return {k: v if k in FIXED else max(1, round(v * scale)) for k, v in schedule.items()}
+def amount_text(k: int | None) -> str:
+    return "all" if k is None else str(k)
 
 
-def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The run specs (one per method and fraction) of this invocation."""
-    keys = args.methods or [k for k, m in METHODS.items() if m.default]
-    if args.with_translation and "translation_semi_seg" not in keys:
-        keys = [*keys, "translation_semi_seg"]
-    unknown = [k for k in keys if k not in METHODS]
-    if unknown:
-        raise SystemExit(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
-    out = Path(args.out).resolve()
-    settings = {"dataset_dir": str(out / "data" / "cells"), "image_size": args.image_size}
+def plan(task: Task, data: Mapping[str, Any], arms: Sequence[str], seeds: Sequence[int], out: Path) -> list[dict]:
+    """The run specs (arm x labelled amount x seed) of this invocation; every method and its control are planned with
+    the same segmenter steps (a ``ValueError`` otherwise)."""
     specs = []
-    for key in keys:
-        method = METHODS[key]
-        schedule = _scaled(method.schedule, args.epochs_scale)
-        if "semi_start_epoch" in schedule:  # self-training after about a quarter of the epochs (paper: 5k of 20k)
-            schedule["semi_start_epoch"] = max(schedule["epochs"] // 4, 1)
-        for fraction in method.fractions:
-            if args.fractions is not None and not any(abs(fraction - f) < 1e-9 for f in args.fractions):
-                continue
-            run_id = f"{key}@{fraction:g}"
-            run_dir = out / "runs" / run_id.replace("@", "_")
-            overrides = {
-                **method.overrides(fraction, schedule, settings),
-                "output_dir": str(run_dir / "outputs"),
-                "ckpt_dir": str(run_dir / "models"),
-            }
-            spec = {
-                "id": run_id,
-                "method": key,
-                "label": method.label,
-                "bundle": method.bundle,
-                "task": method.task,
-                "fraction": fraction,
-                "train_configs": method.train_configs(fraction),
-                "eval_configs": [*method.train_configs(fraction), *method.eval_configs],
-                "overrides": overrides,
-                "schedule": schedule,
-                "schedule_text": method.describe(schedule),
-                "num_cases": args.num_cases if method.task == "cells" else None,
-                "image_size": args.image_size if method.task == "cells" else None,
-            }
-            spec["hash"] = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-            spec["run_dir"] = str(run_dir)
-            specs.append(spec)
+    for key in arms:
+        arm = ARMS[key]
+        if key in task.not_applicable:
+            continue
+        for k in amounts(arm, task):
+            for seed in seeds:
+                c = RunContext(task, data, k, seed)
+                if arm.control:
+                    mine, theirs = arm.planned_steps(c), ARMS[arm.control].planned_steps(c)
+                    if mine != theirs:
+                        raise ValueError(f"{key} plans {mine} segmenter steps, its control {arm.control} {theirs}.")
+                run_id = f"{key}@{amount_text(k)}#s{seed}"
+                run_dir = out / "runs" / run_id.replace("@", "_").replace("#", "_")
+                spec = {
+                    "id": run_id,
+                    "arm": key,
+                    "bundle": arm.bundle,
+                    "labelled": k,
+                    "seed": seed,
+                    "task": task.name,
+                    "train_configs": list(arm.configs),
+                    "eval_configs": [*arm.configs, *arm.eval_configs],
+                    "overrides": arm.overrides(c) if arm.overrides else {},
+                    "planned_steps": arm.planned_steps(c),
+                    "dataset_dir": data["dataset_dir"],
+                    "split_given": data["split_given"],
+                    "num_classes": task.num_classes,
+                    "class_names": list(task.class_names),
+                }
+                spec["hash"] = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+                spec["run_dir"] = str(run_dir)
+                if arm.bundle:
+                    spec["overrides"].update(output_dir=str(run_dir / "outputs"), ckpt_dir=str(run_dir / "models"))
+                specs.append(spec)
     return specs
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# the child: one run
+# the child: one run in its own process
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _workflow(spec: dict[str, Any], configs: list[str], workflow_type: str, **extra: Any):
-    from common.bundle import load_workflow
+def _segmenter_steps(workflow: Any) -> int:
+    """Optimiser steps of the segmenter's trainer in its last run (MIPR: the last round's)."""
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    return int(trainer.state.iteration)
 
-    root = REPO / "bundles" / spec["bundle"]
-    workflow = load_workflow(
-        spec["bundle"], configs, workflow_type, bundle_root=str(root), **spec["overrides"], **extra
+
+def _classical(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Otsu or Chan-Vese on the test images of the run's split (prepared as the bundles prepare them); returns the
+    evaluation folder's report."""
+    import numpy as np
+    import torch
+    from skimage.filters import threshold_multiotsu, threshold_otsu
+
+    from common.classical.coarse_masks import coarse_mask
+    from common.data import prepare_datalists
+    from common.metrics import SegmentationReport
+
+    kwargs = {} if spec["split_given"] else SPLIT
+    lists = prepare_datalists(
+        spec["dataset_dir"],
+        str(run_dir / "outputs"),
+        seed=spec["seed"],
+        labelled_fraction=0.0,
+        num_channels=1,
+        num_classes=spec["num_classes"],
+        **kwargs,
     )
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-
-
-def _dice(eval_dir: Path) -> dict[str, Any]:
-    report = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
-    dice = report["summary"]["dice"]["mean"]
-    return {"dice_mean": dice["mean"], "dice_std": dice["std"], "test_images": len(report["per_image"])}
-
-
-def per_image_dice(eval_dir: Path) -> dict[str, float]:
-    """Test image file name -> Dice (mean over the foreground classes) from an evaluation's ``metrics.json``."""
-    report = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
-    return {
-        Path(item["name"]).name: sum(item["dice"].values()) / len(item["dice"])
-        for item in report["per_image"]
-        if item.get("dice")
-    }
+    report = SegmentationReport(spec["num_classes"], spec["class_names"])
+    for item in lists["test"]:
+        image = np.load(item["image"])[0]
+        label = np.load(item["label"])
+        if spec["arm"] == "otsu":
+            if spec["num_classes"] == 2:
+                pred = (image > threshold_otsu(image)).astype(np.int64)
+            else:
+                pred = np.digitize(image, threshold_multiotsu(image, classes=spec["num_classes"]))
+        else:
+            pred = coarse_mask(image, "level_set", erosion_radius=0).astype(np.int64)
+        report.add(torch.as_tensor(pred)[None, None], torch.as_tensor(label)[None].long(), names=[item["image"]])
+    eval_dir = run_dir / "eval"
+    report.write(eval_dir)
+    return {"eval_dir": str(eval_dir)}
 
 
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
-    """Train then evaluate one run in this process; returns Dice, seconds and this process's peak memory."""
+    """Train then evaluate one run in this process; returns its Dice per test image, steps, time and memory."""
     import logging
 
     import torch
 
+    from common.bundle import run_workflow
+    from common.metrics import read_metrics
+
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
     run_dir = Path(spec["run_dir"])
+    result: dict[str, Any] = {}
     start = time.perf_counter()
-    _workflow(spec, spec["train_configs"], "train")
-    train_s = time.perf_counter() - start
-    start = time.perf_counter()
-    eval_dir = run_dir / "eval"
-    _workflow(spec, spec["eval_configs"], "eval", eval_dir=str(eval_dir))
-    result: dict[str, Any] = {**_dice(eval_dir), "train_s": round(train_s, 1)}
-    result["dice_per_image"] = per_image_dice(eval_dir)
-    if spec["bundle"] == "mipr_auto_annotation":  # every round's S on the same test images (round 0: labels only)
-        rounds = json.loads((run_dir / "outputs" / "mipr" / "rounds.json").read_text(encoding="utf-8"))
-        result["rounds"] = []
-        for record in rounds:
-            k = record["round"]
-            ckpt = run_dir / "models" / f"round{k}" / "model.pt"
-            _workflow(spec, spec["eval_configs"], "eval", eval_dir=str(run_dir / f"eval_round{k}"), ckpt_path=str(ckpt))
-            dice = _dice(run_dir / f"eval_round{k}")
-            result["rounds"].append(
-                {"round": k, "pairs": record["pairs"], "train_items": record["train_items"], **dice}
-            )
-    result["eval_s"] = round(time.perf_counter() - start, 1)
-    prepared = run_dir / "outputs" / "prepared"
-    lists = sorted(prepared.glob("*/datalist.json")) if prepared.is_dir() else []
-    if lists:
-        datalist = json.loads(lists[0].read_text(encoding="utf-8"))
-        result["labelled_images"] = len(datalist["training"])
-        result["training_images"] = len(datalist["training"]) + len(datalist["unlabeled"])
+    if spec["bundle"] is None:
+        eval_dir = Path(_classical(spec, run_dir)["eval_dir"])
+        result["segmenter_steps"] = 0
+    else:
+        workflow = run_workflow(spec["bundle"], spec["train_configs"], "train", **spec["overrides"])
+        result["segmenter_steps"] = _segmenter_steps(workflow)
+        if spec["bundle"] == "mipr_auto_annotation":
+            rounds = workflow.parser.get_parsed_content("num_rounds")
+            result["final_model_steps"] = result["segmenter_steps"]
+            result["segmenter_steps"] *= rounds + 1  # every round trains S anew on the same schedule
+        datalists = workflow.parser.get_parsed_content("datalists")
+        if "unlabeled" in datalists:
+            result["labelled_images"] = len(datalists["training"])
+            result["training_images"] = len(datalists["training"]) + len(datalists["unlabeled"])
+        del workflow
+        result["train_s"] = round(time.perf_counter() - start, 1)
+        eval_dir = run_dir / "eval"
+        run_workflow(spec["bundle"], spec["eval_configs"], "eval", **spec["overrides"], eval_dir=str(eval_dir))
+        if spec["bundle"] == "mipr_auto_annotation":  # round 0 too: MIPR's own equal-final-steps comparison
+            rounds = json.loads((run_dir / "outputs" / "mipr" / "rounds.json").read_text(encoding="utf-8"))
+            result["rounds"] = []
+            for record in rounds:
+                k = record["round"]
+                ckpt = run_dir / "models" / f"round{k}" / "model.pt"
+                round_eval = run_dir / f"eval_round{k}"
+                run_workflow(
+                    spec["bundle"],
+                    spec["eval_configs"],
+                    "eval",
+                    **spec["overrides"],
+                    eval_dir=str(round_eval),
+                    ckpt_path=str(ckpt),
+                )
+                metrics = read_metrics(round_eval)
+                result["rounds"].append(
+                    {
+                        "round": k,
+                        "pairs": record["pairs"],
+                        "dice_mean": metrics.mean(),
+                        "train_items": record.get("train_items"),
+                    }
+                )
+    metrics = read_metrics(eval_dir)
+    result.update(
+        dice_mean=metrics.mean(),
+        dice_std=metrics.std(),
+        dice_per_image=metrics.by_image(),
+        test_images=len(metrics.per_image),
+    )
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result["peak_mib"] = round(usage.ru_maxrss / 1024, 1)  # ru_maxrss is in KiB on Linux
     result["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)
@@ -448,7 +677,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# the parent: the schedule, results.json, table and plot
+# the parent: the runs, results.json, tables and plot
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -456,16 +685,10 @@ def load_results(path: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
 
 
-def save_results(path: Path, rows: list[dict[str, Any]]) -> None:
-    write_text_atomic(path, json.dumps(rows, indent=1) + "\n")
-
-
 def run_parent(spec: dict[str, Any], timeout: float | None) -> dict[str, Any]:
-    """Run one spec in a child process with one thread; returns its result row (status ok or failed)."""
+    """Run one spec in a child process with one thread, in an emptied folder; returns its result row."""
     run_dir = Path(spec["run_dir"])
-    # start from nothing: the bundles cache stages (prepared slices, AF-Seg's coarse masks and backgrounds, MIPR's
-    # rounds) under their output folder, and a reused stage would leave its time out of the run's wall time
-    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.rmtree(run_dir, ignore_errors=True)  # cached stages would leave their time out of the run's
     run_dir.mkdir(parents=True)
     result_file = run_dir / "result.json"
     threads = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
@@ -478,16 +701,13 @@ def run_parent(spec: dict[str, Any], timeout: float | None) -> dict[str, Any]:
     start = time.perf_counter()
     with open(run_dir / "log.txt", "w", encoding="utf-8") as log:
         try:
-            rc = subprocess.run(
+            rc: int | str = subprocess.run(
                 command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout
             ).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
-    wall = time.perf_counter() - start
-    row = {k: spec[k] for k in ("id", "method", "label", "bundle", "task", "fraction", "schedule", "hash")}
-    row.update(schedule_text=spec["schedule_text"], num_cases=spec["num_cases"], image_size=spec["image_size"])
-    row["run_dir"] = spec["run_dir"]
-    row["wall_s"] = round(wall, 1)
+    row = {k: spec[k] for k in ("id", "arm", "labelled", "seed", "task", "hash", "planned_steps", "run_dir")}
+    row["wall_s"] = round(time.perf_counter() - start, 1)
     if rc == 0 and result_file.is_file():
         row.update(status="ok", **json.loads(result_file.read_text(encoding="utf-8")))
     else:
@@ -496,141 +716,204 @@ def run_parent(spec: dict[str, Any], timeout: float | None) -> dict[str, Any]:
     return row
 
 
-def _fraction_text(f: float) -> str:
-    names = {0.0: "0", 0.125: "1/8", 0.25: "1/4", 0.5: "1/2", 1.0: "1"}
-    return names.get(f, f"{100 * f:g} %")
+def _ok(rows: Sequence[dict], arm: str, labelled: int | None) -> dict[int, dict]:
+    """seed -> finished row of ``arm`` at ``labelled``."""
+    return {r["seed"]: r for r in rows if r["arm"] == arm and r["labelled"] == labelled and r["status"] == "ok"}
 
 
-def _order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    keys = list(METHODS)
-    return sorted(rows, key=lambda r: (keys.index(r["method"]) if r["method"] in keys else len(keys), r["fraction"]))
+def compare(rows: Sequence[dict], arm: str, other: str, labelled: int | None, other_labelled: int | None = None):
+    """Paired comparison over the seeds both finished: ``(PairedDifference, seeds, note)``; ``note`` says why there
+    is none (no common seed, or unequal segmenter steps between a method and its control)."""
+    mine, theirs = _ok(rows, arm, labelled), _ok(rows, other, labelled if other_labelled is None else other_labelled)
+    seeds = sorted(set(mine) & set(theirs))
+    if not seeds:
+        return None, seeds, "no seed finished for both"
+    if ARMS[arm].control == other:
+        unequal = [s for s in seeds if mine[s]["segmenter_steps"] != theirs[s]["segmenter_steps"]]
+        if unequal:
+            s = unequal[0]
+            steps = f"{mine[s]['segmenter_steps']} vs {theirs[s]['segmenter_steps']}"
+            return None, seeds, f"not compared: unequal segmenter steps ({steps}, seed {s})"
+    diff = paired_difference([mine[s]["dice_mean"] for s in seeds], [theirs[s]["dice_mean"] for s in seeds])
+    return diff, seeds, ""
 
 
-def _paired(row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    """Mean per-image Dice difference to the U-Net (supervised_seg) at the same fraction (at the smallest one for a
-    run without labels) over the same test images, and on how many images the run is better."""
-    if row["method"] == "supervised_seg" or row["task"] != "cells":
+def _verdict(diff: Any) -> str:
+    if diff is None or math.isnan(diff.lo):
         return "-"
-    unets = [r for r in rows if r["method"] == "supervised_seg" and r["status"] == "ok" and r["task"] == "cells"]
-    if not unets:
-        return "-"
-    same = [r for r in unets if abs(r["fraction"] - row["fraction"]) < 1e-9]
-    unet = same[0] if same else (min(unets, key=lambda r: r["fraction"]) if row["fraction"] == 0 else None)
-    if unet is None:
-        return "-"
-    a, b = row.get("dice_per_image"), unet.get("dice_per_image")
-    if not a or not b:
-        return "-"
-    common = sorted(set(a) & set(b))
-    if not common:
-        return "-"
-    delta = sum(a[k] - b[k] for k in common) / len(common)
-    wins = sum(a[k] > b[k] for k in common)
-    where = "" if same else f" (vs {_fraction_text(unet['fraction'])})"
-    return f"{delta:+.3f}, {wins}/{len(common)}{where}"
+    if not diff.excludes_zero:
+        return "no difference"
+    return "better" if diff.mean > 0 else "worse"
 
 
-def markdown(rows: list[dict[str, Any]], command: str, machine: str) -> str:
+def _mean_sd(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return f"{mean:.3f} ± {sd:.3f}"
+
+
+def markdown(task: Task, rows: list[dict[str, Any]], command: str, machine: str, quick: bool) -> str:
+    """The task's tables: every run kind over seeds, each method against its control, the U-Net's gap to its ceiling,
+    the label-free methods against the classical ones, and the n/a arms."""
+    done = [r for r in rows if r["status"] == "ok"]
+    order = list(ARMS)
+    kinds = sorted({(r["arm"], r["labelled"]) for r in rows}, key=lambda x: (order.index(x[0]), x[1] is None, x[1]))
     lines = [
-        "| method | task | labelled fraction | labelled / training images | Dice (mean ± std over test images) | "
-        "vs U-Net: mean paired Δ, images better | test images | wall s | CPU s | peak MiB |",
+        f"### {task.name}: {task.title}",
+        "",
+        "| arm | role | labelled images | Dice (mean ± sd over seeds) | seeds | test images | segmenter steps | "
+        "wall s | CPU s | peak MiB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in _order(rows):
-        if r["status"] != "ok":
+    for arm, k in kinds:
+        runs = [r for r in done if r["arm"] == arm and r["labelled"] == k]
+        failed = [r for r in rows if r["arm"] == arm and r["labelled"] == k and r["status"] != "ok"]
+        seeds = f"{len(runs)}" + (f" ({len(failed)} failed)" if failed else "")
+        if not runs:
             lines.append(
-                f"| {r['label']} | {r['task']} | {_fraction_text(r['fraction'])} | - | failed | - | - | "
-                f"{r['wall_s']} | - | - |"
+                f"| {ARMS[arm].label} | {ARMS[arm].role} | {amount_text(k)} | failed | {seeds} | - | - | - | - | - |"
             )
             continue
-        images = f"{r['labelled_images']} / {r['training_images']}" if "labelled_images" in r else "-"
+        avg = {key: sum(r[key] for r in runs) / len(runs) for key in ("wall_s", "cpu_s", "peak_mib")}
+        steps = sorted({r["segmenter_steps"] for r in runs})
         lines.append(
-            f"| {r['label']} | {r['task']} | {_fraction_text(r['fraction'])} | {images} | "
-            f"{r['dice_mean']:.3f} ± {r['dice_std']:.3f} | {_paired(r, rows)} | {r['test_images']} | "
-            f"{r['wall_s']:.0f} | {r['cpu_s']:.0f} | {r['peak_mib']:.0f} |"
+            f"| {ARMS[arm].label} | {ARMS[arm].role} | {amount_text(k)} | {_mean_sd([r['dice_mean'] for r in runs])} | "
+            f"{seeds} | {runs[0]['test_images']} | {'/'.join(map(str, steps))} | {avg['wall_s']:.0f} | "
+            f"{avg['cpu_s']:.0f} | {avg['peak_mib']:.0f} |"
         )
-    mipr = [r for r in _order(rows) if r["status"] == "ok" and r.get("rounds")]
-    extra = []
-    for r in mipr:
-        steps = ", ".join(f"round {x['round']} {x['dice_mean']:.3f} ({x['pairs']} pairs)" for x in r["rounds"])
-        extra.append(f"MIPR at {_fraction_text(r['fraction'])}, Dice of S after each round: {steps}.")
-    cells = next((r for r in rows if r["task"] == "cells"), None)
-    data = (
-        f"Data: synthetic `cells` demo (`common.data.demo`), {cells['num_cases']} grey images of "
-        f"{cells['image_size']} x {cells['image_size']} px, one seed-0 split for every method (validation 0.15, "
-        "test 0.2, the labelled share drawn from the training images with seed 0, nested across fractions); "
-        "no model selection on labels (the last epoch's model is evaluated). "
-        if cells
-        else ""
-    )
-    seen: dict[str, str] = {}
-    for r in _order(rows):
-        seen.setdefault(r["method"], f"{r['method']}: {r['schedule_text']}")
-    schedule = (
-        data
-        + "Schedule: "
-        + "; ".join(seen.values())
-        + ". vs U-Net: the mean over the test images of the run's Dice minus the U-Net's (supervised_seg at the same "
-        "labelled fraction; at the smallest one for runs without labels), and on how many test images the run "
-        "scores higher. Wall s: the run's whole process (start-up, data preparation, training, evaluation), as seen "
-        "by the parent; CPU s: that process's user + system CPU time (insensitive to other load on the machine); peak "
-        "MiB: its maximum resident set size."
-    )
+    lines += [
+        "",
+        "Each method against its like-for-like control (same bundle and recipe, unlabelled terms off, equal segmenter "
+        "steps, paired by seed):",
+        "",
+        "| method | labelled images | method Dice | control Dice | mean paired Δ | 95% CI of paired Δ | reading "
+        "| seeds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for arm in order:
+        a = ARMS[arm]
+        if a.role != "method":
+            continue
+        if arm in task.not_applicable:
+            continue
+        for k in [x for x in task.labelled if x is not None]:
+            if not (_ok(rows, arm, k) or _ok(rows, a.control, k)):
+                continue
+            diff, seeds, note = compare(rows, arm, a.control, k)
+            mine = _mean_sd([_ok(rows, arm, k)[s]["dice_mean"] for s in seeds]) if seeds else "-"
+            theirs = _mean_sd([_ok(rows, a.control, k)[s]["dice_mean"] for s in seeds]) if seeds else "-"
+            if diff is None:
+                lines.append(f"| {a.label} | {k} | {mine} | {theirs} | - | - | {note} | {len(seeds)} |")
+            else:
+                lines.append(
+                    f"| {a.label} | {k} | {mine} | {theirs} | {diff.mean:+.3f} | {diff.interval_text()} | "
+                    f"{_verdict(diff)} | {len(seeds)} |"
+                )
+    lines += ["", "The U-Net's gap to its ceiling (all labels), paired by seed:", ""]
+    lines += [
+        "| labelled images | U-Net Dice | ceiling Dice | mean paired Δ (ceiling - U-Net) | 95% CI of paired Δ "
+        "| seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k in [x for x in task.labelled if x is not None]:
+        diff, seeds, note = compare(rows, "unet", "unet", None, k)
+        if diff is None:
+            continue
+        low = _mean_sd([_ok(rows, "unet", k)[s]["dice_mean"] for s in seeds])
+        top = _mean_sd([_ok(rows, "unet", None)[s]["dice_mean"] for s in seeds])
+        lines.append(f"| {k} | {low} | {top} | {diff.mean:+.3f} | {diff.interval_text()} | {len(seeds)} |")
+    free = [a for a in order if ARMS[a].role == "label-free" and a not in task.not_applicable]
+    classical = [a for a in order if ARMS[a].role == "classical" and a not in task.not_applicable]
+    pairs = [(a, b) for a in free for b in classical] + [(a, "unet") for a in free]
+    table = []
+    for a, b in pairs:
+        other_k = 0 if b != "unet" else min(x for x in task.labelled if x is not None)
+        diff, seeds, _ = compare(rows, a, b, 0, other_k)
+        if diff is not None:
+            versus = ARMS[b].label if b != "unet" else f"U-Net with {other_k} labelled images"
+            table.append(
+                f"| {ARMS[a].label} | {versus} | {diff.mean:+.3f} | {diff.interval_text()} | {_verdict(diff)} | "
+                f"{len(seeds)} |"
+            )
+    if table:
+        lines += [
+            "",
+            "Without labels, against the classical methods and the U-Net at the lowest labelled amount "
+            "(paired by seed, same test images):",
+            "",
+        ]
+        lines += [
+            "| label-free method | against | mean paired Δ | 95% CI of paired Δ | reading | seeds |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += table
+    na = [(a, task.not_applicable[a]) for a in order if a in task.not_applicable]
+    if na:
+        lines += ["", "Not applicable here:", ""] + [f"- {ARMS[a].label} (`{a}`): n/a, {why}." for a, why in na]
+    mipr = [r for r in done if r.get("rounds")]
+    if mipr:
+        lines += ["", "MIPR per round (the final model's steps are those of round 0 alone; pairs accepted):", ""]
+        for r in sorted(mipr, key=lambda r: (r["labelled"], r["seed"])):
+            parts = ", ".join(f"round {x['round']} {x['dice_mean']:.3f} ({x['pairs']} pairs)" for x in r["rounds"])
+            lines.append(f"- {r['labelled']} labelled, seed {r['seed']}: {parts}")
     total = sum(r["wall_s"] for r in rows)
-    return "\n".join(
-        lines
-        + [""]
-        + extra
-        + ["", schedule, "", f"Machine: {machine}. Sum of run wall times: {total:.0f} s.", "", f"Command: `{command}`"]
-    )
+    lines += [
+        "",
+        f"Budget: {task.steps} segmenter steps ({task.epochs} epochs) of batch {task.batch_size} per trained run; "
+        "validation once at the end, last model evaluated. Dice: per test image, mean over the foreground classes; "
+        "a run's Dice is its mean over the test images; the interval is Student's t over the per-seed paired "
+        'differences (with 3 seeds, t = 4.30), and a difference whose interval contains 0 reads "no difference".'
+        + (" QUICK RUN: reduced data and steps, a smoke test, not a result." if quick else ""),
+        "",
+        f"Machine: {machine}. Sum of run wall times: {total:.0f} s.",
+        "",
+        f"Command: `{command}`",
+    ]
+    return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """Dice against labelled fraction, one line per method (one marker for a single point), error bars ± std over
-    test images; left the whole Dice range, right a zoom on the runs with labels. Methods are shifted sideways a
-    little so that their error bars do not overlap."""
+def plot(task: Task, rows: list[dict[str, Any]], path: Path) -> None:
+    """Dice against labelled images, one line per arm (mean over seeds, error bars: sd over seeds); runs without
+    labels as markers at 0; the ceiling at the right end."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [r for r in rows if r["status"] == "ok"]
-    methods = list(dict.fromkeys(r["method"] for r in _order(ok)))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [1, 1]})
-    labelled = [r for r in ok if r["fraction"] > 0]
-    for ax in axes:
-        for i, method in enumerate(methods):
-            points = sorted((r for r in ok if r["method"] == method), key=lambda r: r["fraction"])
-            shift = 0.006 * (i - (len(methods) - 1) / 2)
-            ax.errorbar(
-                [r["fraction"] + shift for r in points],
-                [r["dice_mean"] for r in points],
-                yerr=[r["dice_std"] for r in points],
-                linestyle="-" if len(points) > 1 else "none",
-                marker="osD^vP*Xh"[i % 9],
-                color=f"C{i}",
-                markersize=7,
-                capsize=3,
-                alpha=0.85,
-                label=points[0]["label"],
-            )
-        ax.set_xticks([0, 0.125, 0.25, 0.5, 1.0], ["0", "1/8", "1/4", "1/2", "1"])
-        ax.set_xlabel("labelled fraction of the training images")
-        ax.grid(alpha=0.3)
-    axes[0].set_xlim(-0.05, 1.05)
-    axes[0].set_ylim(0, 1)
-    axes[0].set_ylabel("Dice on the test images (mean ± std)")
-    axes[0].set_title("all runs")
-    if labelled:
-        low = min(r["dice_mean"] - r["dice_std"] for r in labelled)
-        high = max(r["dice_mean"] + r["dice_std"] for r in labelled)
-        axes[1].set_ylim(max(low - 0.02, 0), min(high + 0.02, 1))
-    axes[1].set_xlim(0.08, 1.05)
-    axes[1].set_title("zoom on the runs with labels")
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.suptitle("Label efficiency on the synthetic cells demo (one split, seed 0, short schedule)")
-    fig.tight_layout(rect=(0, 0.05 + 0.035 * ((len(methods) + 1) // 2), 1, 1))
+    done = [r for r in rows if r["status"] == "ok"]
+    ks = [k for k in task.labelled if k is not None]
+    xpos = {0: 0, **{k: i + 1 for i, k in enumerate(ks)}, None: len(ks) + 1}
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    arms = [a for a in ARMS if any(r["arm"] == a for r in done)]
+    for i, arm in enumerate(arms):
+        points = []
+        for k in sorted({r["labelled"] for r in done if r["arm"] == arm}, key=lambda v: xpos[v]):
+            values = [r["dice_mean"] for r in done if r["arm"] == arm and r["labelled"] == k]
+            mean = sum(values) / len(values)
+            sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+            points.append((xpos[k] + 0.04 * (i - len(arms) / 2), mean, sd))
+        style = "--" if ARMS[arm].role == "control" else "-"
+        ax.errorbar(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            yerr=[p[2] for p in points],
+            capsize=3,
+            linestyle=style if len(points) > 1 else "none",
+            marker="osD^vP*XhH<>p"[i % 13],
+            color=f"C{i % 10}",
+            label=ARMS[arm].label,
+        )
+    ax.set_xticks(list(xpos.values()), ["0"] + [str(k) for k in ks] + ["all"])
+    ax.set_xlabel("labelled training images")
+    ax.set_ylabel("test Dice (mean over seeds ± sd)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{task.name}: label efficiency at {task.steps} segmenter steps")
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -646,71 +929,75 @@ def machine_text() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=list(TASKS), default="cluttered_mnist")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), help=f"arms to run, from {list(ARMS)}")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0 1)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
     parser.add_argument("--out", default=str(REPO / "outputs" / "label_efficiency"), help="output folder")
-    parser.add_argument(
-        "--methods",
-        nargs="+",
-        default=None,
-        help=f"methods to run (default: all but the optional " f"ones); from {list(METHODS)}",
-    )
-    parser.add_argument(
-        "--fractions", type=float, nargs="+", default=None, help="run only these labelled fractions (e.g. 0 0.25)"
-    )
-    parser.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every epoch/step count by this")
-    parser.add_argument("--num-cases", type=int, default=48, help="cells demo images")
-    parser.add_argument("--image-size", type=int, default=64, help="side of the cells demo images")
+    parser.add_argument("--quick", action="store_true", help="reduced data and steps: a smoke run of minutes")
     parser.add_argument("--force", action="store_true", help="rerun the runs already finished")
-    parser.add_argument("--with-translation", action="store_true", help="add translation_semi_seg (cluttered MNIST)")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds per run before it is counted failed")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per run before it counts as failed")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.one is not None:  # the child
         result = run_child(json.loads(args.one))
-        Path(args.result).write_text(json.dumps(result, indent=1), encoding="utf-8")
+        write_text_atomic(args.result, json.dumps(result, indent=1))
         return 0
 
-    specs = plan(args)
-    out = Path(args.out).resolve()
+    unknown = [a for a in args.arms if a not in ARMS]
+    if unknown:
+        raise SystemExit(f"unknown arm(s) {unknown}; choose from {list(ARMS)}")
+    task = TASKS[args.task].scaled(args.quick)
+    seeds = args.seeds if args.seeds is not None else ([0, 1] if args.quick else [0, 1, 2])
+    out = Path(args.out).resolve() / (task.name + ("_quick" if args.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
-    if any(s["task"] == "cells" for s in specs):
-        sys.path.insert(0, str(REPO))
-        from common.data.demo import ensure_demo_dataset
-
-        ensure_demo_dataset("cells", out / "data", seed=0, num_cases=args.num_cases, image_size=args.image_size)
+    data = prepare_task(task, Path(args.out).resolve() / "data" / ("quick" if args.quick else "full"), args.quick)
+    specs = plan(task, data, args.arms, seeds, out)
     results_path = out / "results.json"
     rows = load_results(results_path)
-    for row in rows:  # results written before per-image Dice was stored: read it from the run's evaluation
-        eval_dir = Path(row.get("run_dir", out / "runs" / row["id"].replace("@", "_"))) / "eval"
-        if row["status"] == "ok" and "dice_per_image" not in row and (eval_dir / "metrics.json").is_file():
-            row["dice_per_image"] = per_image_dice(eval_dir)
-            save_results(results_path, rows)
     command = " ".join(
         ["python benchmarks/label_efficiency.py", shlex.join(argv if argv is not None else sys.argv[1:])]
     )
-    command = command.strip()
-    start = time.perf_counter()
+    lock = threading.Lock()
+    todo = []
     for spec in specs:
         done = next((r for r in rows if r["id"] == spec["id"]), None)
         if done and done["status"] == "ok" and done["hash"] == spec["hash"] and not args.force:
             print(f"== {spec['id']}: done before (Dice {done['dice_mean']:.3f}), skipped", flush=True)
-            continue
-        print(f"== {spec['id']}: {spec['schedule_text']}", flush=True)
+        else:
+            todo.append(spec)
+
+    def one(spec: dict[str, Any]) -> None:
+        nonlocal rows
+        print(f"== {spec['id']}: started", flush=True)
         row = run_parent(spec, args.timeout)
         row["command"] = command
-        rows = [r for r in rows if r["id"] != spec["id"]] + [row]
-        save_results(results_path, rows)
+        with lock:
+            rows = [r for r in rows if r["id"] != spec["id"]] + [row]
+            write_text_atomic(results_path, json.dumps(rows, indent=1) + "\n")
         if row["status"] == "ok":
-            print(f"   Dice {row['dice_mean']:.3f} ± {row['dice_std']:.3f}, {row['wall_s']} s, {row['peak_mib']} MiB")
+            print(
+                f"   {spec['id']}: Dice {row['dice_mean']:.3f}, {row['segmenter_steps']} steps, {row['wall_s']} s",
+                flush=True,
+            )
         else:
-            print(f"   FAILED ({row['returncode']}); log: {Path(spec['run_dir']) / 'log.txt'}\n{row['error']}")
+            print(
+                f"   {spec['id']}: FAILED ({row['returncode']}); log {spec['run_dir']}/log.txt\n{row['error']}",
+                flush=True,
+            )
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        list(pool.map(one, todo))
     print(f"this invocation: {time.perf_counter() - start:.0f} s", flush=True)
-    text = markdown(rows, command, machine_text())
-    (out / "label_efficiency.md").write_text(text + "\n", encoding="utf-8")
-    plot(rows, out / "label_efficiency.png")
-    print("\n" + text + f"\n\nwritten: {results_path}, {out / 'label_efficiency.md'}, {out / 'label_efficiency.png'}")
-    return 0 if all(r["status"] == "ok" for r in rows) else 1
+    shown = rows  # every finished run of this task, also those of earlier invocations
+    text = markdown(task, shown, command, machine_text(), args.quick)
+    write_text_atomic(out / "label_efficiency.md", text)
+    plot(task, shown, out / "label_efficiency.png")
+    print("\n" + text + f"\nwritten: {results_path}, {out / 'label_efficiency.md'}, {out / 'label_efficiency.png'}")
+    return 0 if all(r["status"] == "ok" for r in shown) else 1
 
 
 if __name__ == "__main__":

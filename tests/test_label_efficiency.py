@@ -1,74 +1,117 @@
-"""End-to-end run of benchmarks/label_efficiency.py on a tiny schedule: two cheap methods, one fraction each, tiny
-images; checks results.json, the Markdown table and the plot, and that a rerun skips the finished runs."""
+"""benchmarks/label_efficiency.py: the equal-step rule, the paired comparison it reports, and an end-to-end
+``--quick`` run (a few arms, two seeds) whose outputs are checked for their structure and for being resumable."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "label_efficiency.py"
-TINY = [
-    "--methods",
-    "supervised_seg",
-    "acwe_mode1",
-    "--fractions",
-    "0",
-    "0.25",
-    "--epochs-scale",
-    "0.1",
-    "--num-cases",
-    "12",
-    "--image-size",
-    "32",
-]
+spec = importlib.util.spec_from_file_location("label_efficiency", SCRIPT)
+le = importlib.util.module_from_spec(spec)
+sys.modules["label_efficiency"] = le
+spec.loader.exec_module(le)
+
+DATA = {"dataset_dir": "/nowhere", "training_images": 100, "split_given": True, "translation_sizes": {"num_train": 100}}
 
 
-def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
+@pytest.mark.parametrize("task", list(le.TASKS))
+def test_every_method_and_its_control_plan_equal_steps(task: str, tmp_path: Path):
+    t = le.TASKS[task]
+    specs = le.plan(t, DATA, list(le.ARMS), [0, 1, 2], tmp_path)
+    by_id = {s["id"]: s for s in specs}
+    pairs = 0
+    for s in specs:
+        control = le.ARMS[s["arm"]].control
+        if control and control not in t.not_applicable:
+            other = by_id[s["id"].replace(s["arm"] + "@", control + "@")]
+            assert s["planned_steps"] == other["planned_steps"] > 0
+            pairs += 1
+        if s["bundle"] is not None:
+            assert s["planned_steps"] == t.steps * (2 if s["arm"].startswith("mipr") else 1)
+    assert pairs >= 3 * 2  # at least two methods with a control, three seeds each
+    assert not [s for s in specs if s["arm"] in t.not_applicable]
+
+
+def test_plan_refuses_a_control_with_other_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    def more_steps(c):
+        return {**le._adversarial(c), "max_epochs": c.task.epochs + 1}
+
+    monkeypatch.setitem(le.ARMS, "adversarial_control", replace(le.ARMS["adversarial_control"], overrides=more_steps))
+    with pytest.raises(ValueError, match="segmenter steps"):
+        le.plan(le.TASKS["cells_hard"], DATA, ["adversarial"], [0], tmp_path)
+
+
+def _row(arm: str, seed: int, dice: float, steps: int = 100, labelled: int | None = 4) -> dict:
+    return {"arm": arm, "labelled": labelled, "seed": seed, "status": "ok", "dice_mean": dice, "segmenter_steps": steps}
+
+
+def test_compare_pairs_by_seed_and_rejects_unequal_steps():
+    rows = [_row("adversarial", s, d) for s, d in enumerate((0.60, 0.70, 0.80))]
+    rows += [_row("adversarial_control", s, d) for s, d in enumerate((0.50, 0.55, 0.60))]
+    diff, seeds, note = le.compare(rows, "adversarial", "adversarial_control", 4)
+    assert seeds == [0, 1, 2] and note == ""
+    # differences 0.10, 0.15, 0.20: mean 0.15, sd 0.05, t(0.975, 2) = 4.303 -> 0.15 +- 0.1242
+    assert diff.mean == pytest.approx(0.15) and diff.lo == pytest.approx(0.0258, abs=1e-4)
+    assert diff.hi == pytest.approx(0.2742, abs=1e-4) and le._verdict(diff) == "better"
+    rows[-1]["segmenter_steps"] = 99
+    diff, _, note = le.compare(rows, "adversarial", "adversarial_control", 4)
+    assert diff is None and "unequal segmenter steps" in note
+    rows = [_row("adversarial", s, d) for s, d in enumerate((0.60, 0.50, 0.70))]
+    rows += [_row("adversarial_control", s, 0.6) for s in range(3)]
+    assert le._verdict(le.compare(rows, "adversarial", "adversarial_control", 4)[0]) == "no difference"
+
+
+def test_labelled_fraction_gives_the_labelled_count():
+    from common.data.datalist import select_labelled
+
+    items = [{"image": f"/x/{i}.npy", "label": f"/y/{i}.npy"} for i in range(81)]
+    for k in (1, 4, 12, 20, 80):
+        c = le.RunContext(le.TASKS["mni_tissue"], {**DATA, "training_images": 81}, k, 0)
+        assert len(select_labelled(items, c.labelled_fraction(), 0)[0]) == k
+
+
+ARMS = ["unet", "adversarial", "adversarial_control", "otsu"]
+
+
+def _run(out: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out), *TINY, *extra],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    command = [sys.executable, str(SCRIPT), "--task", "cluttered_mnist", "--quick", "--arms", *ARMS, "--out", str(out)]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
 
-def test_label_efficiency_end_to_end(tmp_path: Path):
-    out = tmp_path / "le"
-    proc = _run(out)
+@pytest.mark.slow
+def test_quick_run_writes_tables_plot_and_resumes(tmp_path: Path):
+    proc = _run(tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-    rows = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    assert sorted(r["id"] for r in rows) == ["acwe_mode1@0", "supervised_seg@0.25"]
+    folder = tmp_path / "cluttered_mnist_quick"
+    rows = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    expected = {f"unet@{k}#s{s}" for k in ("20", "all") for s in (0, 1)}
+    expected |= {f"{a}@20#s{s}" for a in ("adversarial", "adversarial_control") for s in (0, 1)}
+    expected |= {f"otsu@0#s{s}" for s in (0, 1)}
+    assert {r["id"] for r in rows} == expected
     for r in rows:
-        assert r["status"] == "ok"
-        assert 0.0 <= r["dice_mean"] <= 1.0 and r["dice_std"] >= 0.0
-        assert r["test_images"] == 2  # 12 images: 2 validation, 2 test, 8 training
-        assert r["wall_s"] > 0 and r["cpu_s"] > 0
-        assert 50 < r["peak_mib"] < 16384  # a child's own resident peak, in MiB
-        assert r["torch_threads"] == 1
-    by_id = {r["id"]: r for r in rows}
-    assert by_id["supervised_seg@0.25"]["labelled_images"] == 2  # ceil(0.25 * 8)
-    assert by_id["acwe_mode1@0"]["labelled_images"] == 0
-    assert by_id["supervised_seg@0.25"]["schedule"] == {"epochs": 1, "iterations": 1}
-    assert all(len(r["dice_per_image"]) == 2 for r in rows)  # the same two test images for both methods
-    assert set(by_id["acwe_mode1@0"]["dice_per_image"]) == set(by_id["supervised_seg@0.25"]["dice_per_image"])
-
-    table = (out / "label_efficiency.md").read_text(encoding="utf-8")
-    assert "| method | task | labelled fraction |" in table
-    assert "| cells | 1/4 | 2 / 8 |" in table and "| cells | 0 | 0 / 8 |" in table
-    assert "(vs 1/4) |" in table  # the run without labels is paired with the smallest U-Net fraction run
-    assert "Schedule: " in table and "Command: `python benchmarks/label_efficiency.py" in table
-    png = (out / "label_efficiency.png").read_bytes()
+        assert r["status"] == "ok" and r["torch_threads"] == 1
+        assert r["test_images"] == 20 and len(r["dice_per_image"]) == 20
+        assert r["wall_s"] > 0 and r["cpu_s"] > 0 and 50 < r["peak_mib"] < 16384
+        assert r["segmenter_steps"] == (0 if r["arm"] == "otsu" else 8)  # measured in the run: the quick budget
+    trained = [r for r in rows if r["arm"] != "otsu" and r["labelled"] == 20]
+    assert {r["labelled_images"] for r in trained} == {20}
+    table = (folder / "label_efficiency.md").read_text(encoding="utf-8")
+    assert "| method | labelled images | method Dice | control Dice | mean paired Δ | 95% CI of paired Δ |" in table
+    assert "| adversarial semi-supervised (adversarial_semi_seg) | 20 |" in table
+    assert "n/a" in table and "`af_seg`" in table  # not applicable, with the reason
+    assert "QUICK RUN" in table and "Command: `python benchmarks/label_efficiency.py" in table
+    png = (folder / "label_efficiency.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-
-    again = _run(out)  # resumable: finished runs with the same settings are skipped
+    again = _run(tmp_path)  # resumable: finished runs with the same settings are skipped
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert again.stdout.count("skipped") == 2
-    assert json.loads((out / "results.json").read_text(encoding="utf-8")) == rows
+    assert again.stdout.count("skipped") == len(expected)
