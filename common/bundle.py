@@ -137,13 +137,15 @@ def torchrun_launch(
         nproc: processes (ranks) on this node.
         port: rendezvous port on 127.0.0.1.
         timeout: seconds before the launch is killed.
-        log_dir: folder for the rank logs (default: a temporary folder, removed after reading).
+        log_dir: folder for the rank logs, kept (default: a temporary folder, removed after reading); only the logs
+            of this launch are read.
         threads_per_rank: ``OMP_NUM_THREADS`` of each rank.
         cwd: working folder of the launch (default: the repository root).
     """
     with tempfile.TemporaryDirectory(prefix="torchrun-") as scratch:
         logs = Path(log_dir) if log_dir is not None else Path(scratch)
         logs.mkdir(parents=True, exist_ok=True)
+        earlier = set(logs.iterdir())  # torchrun writes each launch's logs into a new job folder
         args = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
         args += ["--master_addr=127.0.0.1", f"--master_port={port}", "--redirects=3", f"--log_dir={logs}", *argv]
         env = {
@@ -173,7 +175,7 @@ def torchrun_launch(
             launcher_log, _ = process.communicate()
         seconds = time.monotonic() - start
         rank_logs: dict[int, str] = {}
-        for path in sorted(logs.rglob("*.log")):
+        for path in sorted(p for job in set(logs.iterdir()) - earlier for p in job.rglob("*.log")):
             if path.parent.name.isdigit() and path.name in ("stdout.log", "stderr.log"):
                 text = path.read_text(encoding="utf-8", errors="replace")
                 rank_logs[int(path.parent.name)] = rank_logs.get(int(path.parent.name), "") + text
