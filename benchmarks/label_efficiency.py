@@ -81,6 +81,8 @@ class Task:
         batch_size: labelled batch (the unlabelled batch of the semi-supervised arms is the same size).
         unet_channels: widths of the U-Nets (supervised, adversarial, MIPR's segmenter).
         not_applicable: arm -> why it does not apply here.
+        many_objects: images hold many objects (nuclei), so MIPR's pseudo-label cleaning keeps every component
+            instead of the bundle's default largest one (one lesion per image), as its docs advise.
         quick: the smaller settings of ``--quick``.
     """
 
@@ -95,6 +97,7 @@ class Task:
     batch_size: int
     unet_channels: tuple[int, ...]
     not_applicable: Mapping[str, str] = field(default_factory=dict)
+    many_objects: bool = False
     quick: Mapping[str, Any] = field(default_factory=dict)
 
     def scaled(self, quick: bool) -> Task:
@@ -160,6 +163,7 @@ TASKS: dict[str, Task] = {
         batch_size=8,
         unet_channels=(16, 32, 64, 128, 256),
         not_applicable={"translation": TRANSLATION_NA, "translation_control": TRANSLATION_NA},
+        many_objects=True,
         quick={"steps": 6, "epochs": 2, "image_size": 32},
     ),
 }
@@ -307,12 +311,19 @@ def _af_seg(c: RunContext) -> dict[str, Any]:
 
 
 MIPR_ROUNDS = 1
+# the bundle's pseudo-label cleaning without KeepLargestConnectedComponent (see its docs' Limits)
+MANY_OBJECTS_CLEANING = [
+    {"_target_": "FillHoles"},
+    {"_target_": "GaussianSmooth", "sigma": "@cleaning_smoothing_sigma"},
+    {"_target_": "AsDiscrete", "threshold": 0.5},
+    {"_target_": "FillHoles"},
+]
 
 
 def _mipr(c: RunContext, rounds: int = MIPR_ROUNDS, epochs_scale: int = 1) -> dict[str, Any]:
     size = c.task.image_size
     batch = c.task.batch_size
-    return {
+    out = {
         **_data(c),
         "image_size": [size, size],
         "batch_size": batch,
@@ -335,6 +346,9 @@ def _mipr(c: RunContext, rounds: int = MIPR_ROUNDS, epochs_scale: int = 1) -> di
         "discriminator_layers": 2,
         "num_rounds": rounds,
     }
+    if c.task.many_objects and rounds > 0:  # cleaning acts on pseudo-labels only, so round 0 alone is unchanged
+        out["cleaning#transforms"] = MANY_OBJECTS_CLEANING
+    return out
 
 
 def _mipr_control(c: RunContext) -> dict[str, Any]:
