@@ -2,8 +2,8 @@
 segmenter steps, over seeds, with the paired difference and its 95 % interval.
 
     python benchmarks/label_efficiency.py --task cluttered_mnist     # or mni_tissue, cells_hard
-        [--seeds 0 1 2] [--arms unet adversarial ...] [--jobs 2] [--out outputs/label_efficiency] [--quick]
-        [--force] [--timeout S]
+        [--seeds 0 1 2] [--arms unet adversarial ...] [--labelled 20 all] [--jobs 2]
+        [--out outputs/label_efficiency] [--quick] [--force] [--timeout S]
 
 Tasks (data prepared offline by ``common.data``; ``--task`` picks one):
 
@@ -30,7 +30,9 @@ seed (and, on ``cells_hard``, its own split); validation runs once, after the la
 evaluated, so no model, phase or threshold is chosen with labels outside the labelled share. Per run: Dice per test
 image, wall s, CPU s, peak MiB. Runs are separate processes with one torch thread (``--jobs`` of them at a time) in
 emptied folders ``<out>/<task>/runs/<id>/``; results are appended to ``<out>/<task>/results.json`` as they finish and
-a rerun skips the finished ones (``--force`` reruns them). Then ``label_efficiency.md`` (tables) and
+a rerun skips the finished ones (``--force`` reruns them); invocations that run other arms, seeds or labelled
+amounts (``--arms``, ``--seeds``, ``--labelled``) of one task may run at the same time (the file is updated under a
+lock). Then ``label_efficiency.md`` (tables) and
 ``label_efficiency.png`` (plot) are written from every finished run. ``--quick`` runs a reduced version (small data,
 few steps, two seeds) in a few minutes; the tests smoke-run it.
 """
@@ -38,6 +40,7 @@ few steps, two seeds) in a few minutes; the tests smoke-run it.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import math
@@ -699,6 +702,17 @@ def load_results(path: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
 
 
+def record_result(path: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Replace the row of ``row["id"]`` in the results file by ``row`` and return every row. The file is read again
+    under an exclusive lock (``<path>.lock``), so invocations running other arms or seeds of the same task at the same
+    time all keep their results; the write is atomic."""
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = [r for r in load_results(path) if r["id"] != row["id"]] + [row]
+        write_text_atomic(path, json.dumps(rows, indent=1) + "\n")
+    return rows
+
+
 def run_parent(spec: dict[str, Any], timeout: float | None) -> dict[str, Any]:
     """Run one spec in a child process with one thread, in an emptied folder; returns its result row."""
     run_dir = Path(spec["run_dir"])
@@ -960,6 +974,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", choices=list(TASKS), default="cluttered_mnist")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), help=f"arms to run, from {list(ARMS)}")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0 1)")
+    parser.add_argument(
+        "--labelled", nargs="+", default=None, help="run only these labelled amounts of the task (e.g. 20 all)"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
     parser.add_argument("--out", default=str(REPO / "outputs" / "label_efficiency"), help="output folder")
     parser.add_argument("--quick", action="store_true", help="reduced data and steps: a smoke run of minutes")
@@ -983,6 +1000,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     data = prepare_task(task, Path(args.out).resolve() / "data" / ("quick" if args.quick else "full"), args.quick)
     specs = plan(task, data, args.arms, seeds, out)
+    if args.labelled is not None:  # a share of the plan; the label-free and classical arms (amount 0) always stay
+        wanted = {None if a == "all" else int(a) for a in args.labelled} | {0}
+        specs = [s for s in specs if s["labelled"] in wanted]
     results_path = out / "results.json"
     rows = load_results(results_path)
     command = " ".join(
@@ -1003,8 +1023,7 @@ def main(argv: list[str] | None = None) -> int:
         row = run_parent(spec, args.timeout)
         row["command"] = command
         with lock:
-            rows = [r for r in rows if r["id"] != spec["id"]] + [row]
-            write_text_atomic(results_path, json.dumps(rows, indent=1) + "\n")
+            rows = record_result(results_path, row)
         if row["status"] == "ok":
             print(
                 f"   {spec['id']}: Dice {row['dice_mean']:.3f}, {row['segmenter_steps']} steps, {row['wall_s']} s",
@@ -1020,7 +1039,7 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         list(pool.map(one, todo))
     print(f"this invocation: {time.perf_counter() - start:.0f} s", flush=True)
-    shown = rows  # every finished run of this task, also those of earlier invocations
+    shown = load_results(results_path)  # every finished run of this task, also those of other invocations
     text = markdown(task, shown, command, machine_text(), args.quick)
     write_text_atomic(out / "label_efficiency.md", text)
     plot(task, shown, out / "label_efficiency.png")

@@ -23,6 +23,26 @@ spec.loader.exec_module(le)
 DATA = {"dataset_dir": "/nowhere", "training_images": 100, "split_given": True, "translation_sizes": {"num_train": 100}}
 
 
+def test_results_of_concurrent_invocations_are_all_kept(tmp_path: Path):
+    """Two invocations of one task (other arms) that loaded the file before either wrote: both rows survive, and a
+    rerun of a run replaces its row."""
+    path = tmp_path / "results.json"
+    le.record_result(path, {"id": "unet@4#s0", "dice_mean": 0.5})
+    le.record_result(path, {"id": "mipr@4#s0", "dice_mean": 0.6})
+    rows = le.record_result(path, {"id": "unet@4#s0", "dice_mean": 0.7})
+    assert sorted((r["id"], r["dice_mean"]) for r in rows) == [("mipr@4#s0", 0.6), ("unet@4#s0", 0.7)]
+    assert le.load_results(path) == rows
+
+
+def test_many_object_tasks_clean_mipr_pseudo_labels_without_the_largest_component(tmp_path: Path):
+    by_id = {s["id"]: s for s in le.plan(le.TASKS["cells_hard"], DATA, ["mipr", "mipr_control"], [0], tmp_path)}
+    cleaning = by_id["mipr@4#s0"]["overrides"]["cleaning#transforms"]
+    assert [c["_target_"] for c in cleaning] == ["FillHoles", "GaussianSmooth", "AsDiscrete", "FillHoles"]
+    assert "cleaning#transforms" not in by_id["mipr_control@4#s0"]["overrides"]  # round 0 has no pseudo-labels
+    mnist = le.plan(le.TASKS["cluttered_mnist"], DATA, ["mipr"], [0], tmp_path)
+    assert all("cleaning#transforms" not in s["overrides"] for s in mnist)  # one digit: the bundle's default
+
+
 @pytest.mark.parametrize("task", list(le.TASKS))
 def test_every_method_and_its_control_plan_equal_steps(task: str, tmp_path: Path):
     t = le.TASKS[task]
