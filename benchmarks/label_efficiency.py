@@ -880,7 +880,7 @@ def markdown(task: Task, rows: list[dict[str, Any]], command: str, machine: str,
     na = [(a, task.not_applicable[a]) for a in order if a in task.not_applicable]
     if na:
         lines += ["", "Not applicable here:", ""] + [f"- {ARMS[a].label} (`{a}`): n/a, {why}." for a, why in na]
-    mipr = [r for r in done if r.get("rounds")]
+    mipr = [r for r in done if r["arm"] == "mipr" and r.get("rounds")]
     if mipr:
         lines += [
             "",
