@@ -927,7 +927,7 @@ def plot(task: Task, rows: list[dict[str, Any]], path: Path) -> None:
     done = [r for r in rows if r["status"] == "ok"]
     ks = [k for k in task.labelled if k is not None]
     xpos = {0: 0, **{k: i + 1 for i, k in enumerate(ks)}, None: len(ks) + 1}
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     arms = [a for a in ARMS if any(r["arm"] == a for r in done)]
     for i, arm in enumerate(arms):
         points = []
@@ -953,10 +953,10 @@ def plot(task: Task, rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.set_title(f"{task.name}: label efficiency at {task.steps} segmenter steps")
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the axes, hiding no point
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
 
 
