@@ -51,7 +51,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -111,6 +110,7 @@ class Task:
 
 
 TRANSLATION_NA = "needs target-absent images (slice-level labels); this task has none"
+ACWE_NA = "two-phase (one foreground class); this task has two tissue classes"
 TASKS: dict[str, Task] = {
     "cluttered_mnist": Task(
         name="cluttered_mnist",
@@ -146,9 +146,9 @@ TASKS: dict[str, Task] = {
         not_applicable={
             "translation": TRANSLATION_NA,
             "translation_control": TRANSLATION_NA,
-            "acwe_unsup": "two-phase (one foreground class); this task has two tissue classes",
-            "acwe_joint": "two-phase (one foreground class); this task has two tissue classes",
-            "acwe_joint_control": "two-phase (one foreground class); this task has two tissue classes",
+            "acwe_unsup": ACWE_NA,
+            "acwe_joint": ACWE_NA,
+            "acwe_joint_control": ACWE_NA,
             "af_seg": "binary (one foreground class); this task has two tissue classes",
             "chan_vese": "two-phase; three-class Otsu is the classical row here",
         },
@@ -1008,7 +1008,6 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(
         ["python benchmarks/label_efficiency.py", shlex.join(argv if argv is not None else sys.argv[1:])]
     )
-    lock = threading.Lock()
     todo = []
     for spec in specs:
         done = next((r for r in rows if r["id"] == spec["id"]), None)
@@ -1018,12 +1017,10 @@ def main(argv: list[str] | None = None) -> int:
             todo.append(spec)
 
     def one(spec: dict[str, Any]) -> None:
-        nonlocal rows
         print(f"== {spec['id']}: started", flush=True)
         row = run_parent(spec, args.timeout)
         row["command"] = command
-        with lock:
-            rows = record_result(results_path, row)
+        record_result(results_path, row)  # its file lock also serialises this invocation's threads
         if row["status"] == "ok":
             print(
                 f"   {spec['id']}: Dice {row['dice_mean']:.3f}, {row['segmenter_steps']} steps, {row['wall_s']} s",
