@@ -63,13 +63,22 @@ def test_empty_label_set(tmp_path: Path):
         _prepare(root, tmp_path / "work")
 
 
-def test_unlabelled_training_item(tmp_path: Path):
-    root = write_volume_dataset(tmp_path / "d", num_cases=1)
-    (root / "dataset.json").write_text(
-        json.dumps({"training": [{"image": "./imagesTr/case_0.nii.gz"}]}), encoding="utf-8"
-    )
-    with pytest.raises(ValueError, match="has no 'label'"):
+def test_unlabelled_training_items(tmp_path: Path):
+    """One unlabelled training item among labelled ones is a mistake; all unlabelled is the label-free path, which
+    the bundles that need labels refuse with a message that says so."""
+    root = write_volume_dataset(tmp_path / "d", num_cases=2)
+    content = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+    mixed = [content["training"][0], {"image": content["training"][1]["image"]}]
+    (root / "dataset.json").write_text(json.dumps({"training": mixed}), encoding="utf-8")
+    with pytest.raises(ValueError, match="has no 'label' while others have one"):
         _prepare(root, tmp_path / "work")
+    images = [{"image": item["image"]} for item in content["training"]]
+    (root / "dataset.json").write_text(json.dumps({"training": images}), encoding="utf-8")
+    with pytest.raises(ValueError, match="needs labelled training images"):
+        _prepare(root, tmp_path / "work")
+    datalists = _prepare(root, tmp_path / "work", require_labels=False, monitor_fraction=0.5)
+    assert not datalists["training"] and datalists["unlabeled"] and datalists["monitor"]
+    assert {item["source"] for item in datalists["unlabeled"]}.isdisjoint(i["source"] for i in datalists["monitor"])
 
 
 def test_missing_dataset_dir_and_datalist(tmp_path: Path):

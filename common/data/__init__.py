@@ -9,7 +9,7 @@ from .datalist import (
     split_by_group,
     write_json_atomic,
 )
-from .prepare import is_prepared, prepare_datalists, prepare_items
+from .prepare import is_prepared, labelled_split, prepare_datalists, prepare_items
 from .prepared_dataset import PreparedCacheDataset
 from .slices import SliceSettings, load_array, write_samples
 
@@ -20,6 +20,7 @@ __all__ = [
     "list_images",
     "load_array",
     "is_prepared",
+    "labelled_split",
     "load_datalist",
     "prepare_datalists",
     "prepare_items",

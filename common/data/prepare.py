@@ -2,12 +2,16 @@
 
 Used by every bundle's configs as ``$common.data.prepare_datalists(...)``:
 
-1. no ``dataset_dir``: the demo task is generated (once) under ``work_dir/demo_data``;
-2. the MSD-style ``dataset.json`` is read; its ``"training"`` items must be labelled;
+1. only ``unlabeled_dir`` (no ``dataset_dir``, no ``datalist_file``): the label-free path; the images of that
+   folder are the unlabelled split, nothing else (no demo data, no label);
+2. neither: the demo task is generated (once) under ``work_dir/demo_data``;
+3. the MSD-style ``dataset.json`` is read; its ``"training"`` items are all labelled, or all unlabelled (the
+   label-free path again, with its ``"validation"``/``"test"`` items, if labelled, for evaluation only);
    ``"validation"``/``"test"`` lists are used when given, otherwise the labelled items are split by volume;
-3. the training split keeps labels on ``labelled_fraction`` of its volumes; the rest, plus any ``"unlabeled"``
-   list and the images of ``unlabeled_dir``, form the unlabelled split;
-4. every split goes through the slice pipeline once; the result is cached under ``work_dir/prepared/<hash>``
+4. the training split keeps labels on ``labelled_fraction`` of its volumes; the rest, plus any ``"unlabeled"``
+   list and the images of ``unlabeled_dir``, form the unlabelled split, of which ``monitor_fraction`` of the
+   volumes is held out as the ``"monitor"`` split (label-free monitoring of training);
+5. every split goes through the slice pipeline once; the result is cached under ``work_dir/prepared/<hash>``
    (written to a temporary folder and renamed when complete, so a failure leaves nothing behind).
 """
 
@@ -25,6 +29,7 @@ from common.atomic_write import publish_folder
 from common.transforms.intensity import NormaliseOverForeground
 
 from .datalist import (
+    IMAGE_SUFFIXES,
     check_files_exist,
     list_images,
     load_datalist,
@@ -36,7 +41,7 @@ from .datalist import (
 from .demo import ensure_demo_dataset
 from .slices import SliceSettings, write_samples
 
-SPLITS = ("training", "validation", "test", "unlabeled")
+SPLITS = ("training", "validation", "test", "unlabeled", "monitor")
 
 
 def prepare_datalists(
@@ -54,11 +59,14 @@ def prepare_datalists(
     slicing: Mapping[str, Any] | None = None,
     intensity: Mapping[str, Any] | None = None,
     demo_kwargs: Mapping[str, Any] | None = None,
+    monitor_fraction: float = 0.0,
+    require_labels: bool = True,
 ) -> dict[str, list[dict]]:
-    """Prepared 2D datalists ``{"training", "validation", "test", "unlabeled", "test_volumes"}``.
+    """Prepared 2D datalists ``{"training", "validation", "test", "unlabeled", "monitor", "test_volumes"}``.
 
     Args:
-        dataset_dir: folder holding ``dataset.json`` (MSD layout); empty or ``None`` for the demo data.
+        dataset_dir: folder holding ``dataset.json`` (MSD layout); empty or ``None`` for ``unlabeled_dir`` alone
+            or, without it too, the demo data.
         work_dir: where demo data and prepared slices are cached (the bundle's output folder).
         demo_task: name in ``common.data.demo.DEMO_TASKS`` used when ``dataset_dir`` is empty.
         datalist_file: a datalist JSON to use instead of ``dataset_dir/dataset.json``.
@@ -66,16 +74,72 @@ def prepare_datalists(
         labelled_fraction: share of training volumes that keep their labels.
         seed: seed of the splits.
         num_channels, num_classes: expected image channels and classes (checked on every file).
-        unlabeled_dir: a folder of extra unlabelled images.
+        unlabeled_dir: a folder of unlabelled images: extra ones, or, alone, all the data (label-free path).
         slicing: keyword arguments of :class:`common.data.slices.SliceSettings`.
         intensity: keyword arguments of :class:`common.transforms.NormaliseOverForeground`.
         demo_kwargs: keyword arguments of the demo generator (sizes, counts); data generated with non-default
             ones are cached under ``work_dir/demo_data/custom-<hash>``.
+        monitor_fraction: share of the unlabelled volumes held out as the ``"monitor"`` split (0: none).
+        require_labels: raise when no labelled training slice results (the bundles that need labels); the
+            label-free bundles pass ``False``.
 
     Returns:
         lists of prepared 2D sample dicts per split, and ``"test_volumes"``: the original test items (2D or 3D)
         for whole-volume inference.
     """
+    if unlabeled_dir and not dataset_dir and not datalist_file:
+        source = f"unlabeled_dir {unlabeled_dir}"
+        label_scale = 1.0
+        splits = {"training": [], "validation": [], "test": [], "unlabeled": list_images(unlabeled_dir)}
+        if not splits["unlabeled"]:
+            raise FileNotFoundError(f"{source}: no image file found (expected one of {', '.join(IMAGE_SUFFIXES)}).")
+    else:
+        datalist_path = _datalist_path(dataset_dir, datalist_file, work_dir, demo_task, demo_kwargs)
+        source = str(datalist_path)
+        label_scale = float(read_json(datalist_path).get("label_scale", 1.0))
+        splits = _split(datalist_path, val_fraction, test_fraction, labelled_fraction, seed)
+        if unlabeled_dir:
+            splits["unlabeled"] += list_images(unlabeled_dir)
+    monitor = split_by_group(splits["unlabeled"], {"monitor": monitor_fraction}, seed) if monitor_fraction > 0 else {}
+    splits["unlabeled"], splits["monitor"] = monitor.get("training", splits["unlabeled"]), monitor.get("monitor", [])
+    for name, items in splits.items():
+        check_files_exist(items, ("image", "label"), f"the '{name}' split of {source}")
+
+    settings = SliceSettings(**(slicing or {}))
+    normalise = NormaliseOverForeground(**(intensity or {}))
+    fingerprint = _fingerprint(splits, slicing, intensity, num_channels, num_classes, label_scale)
+
+    def write_splits(tmp: Path) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            name: write_samples(splits[name], tmp / name, settings, normalise, num_channels, num_classes, label_scale)
+            for name in SPLITS
+        }
+        result["test_volumes"] = splits["test"]
+        return result
+
+    result = _build_once(Path(work_dir) / "prepared" / fingerprint, write_splits)
+    if require_labels and labelled_fraction > 0 and not result["training"]:
+        if not any(splits[name] for name in ("training", "validation", "test")):
+            raise ValueError(
+                f"{source}: this bundle needs labelled training images, but the data have no label "
+                "(only unlabelled images); give a dataset.json with labelled 'training' items."
+            )
+        raise ValueError(
+            f"{source}: no labelled training slice is left after splitting and slice filtering "
+            f"({settings}); lower the filters or add data."
+        )
+    return result
+
+
+def _datalist_path(
+    dataset_dir: str | None,
+    datalist_file: str | None,
+    work_dir: str,
+    demo_task: str,
+    demo_kwargs: Mapping[str, Any] | None,
+) -> Path:
+    """The datalist to read: ``datalist_file``, or ``dataset_dir/dataset.json`` (the demo data's, generated once,
+    when ``dataset_dir`` is empty)."""
     if dataset_dir:
         dataset_dir = str(Path(dataset_dir).expanduser().resolve())
         if not Path(dataset_dir).is_dir():
@@ -92,33 +156,21 @@ def prepare_datalists(
             f"{datalist_path}: no datalist found; expected an MSD-style dataset.json with a 'training' list of "
             "{'image': ..., 'label': ...} items (or set datalist_file)."
         )
-    content = read_json(datalist_path)
-    label_scale = float(content.get("label_scale", 1.0))
-    splits = _split(datalist_path, val_fraction, test_fraction, labelled_fraction, seed)
-    if unlabeled_dir:
-        splits["unlabeled"] += list_images(unlabeled_dir)
-    for name, items in splits.items():
-        check_files_exist(items, ("image", "label"), f"the '{name}' split of {datalist_path}")
+    return datalist_path
 
-    settings = SliceSettings(**(slicing or {}))
-    normalise = NormaliseOverForeground(**(intensity or {}))
-    fingerprint = _fingerprint(splits, slicing, intensity, num_channels, num_classes, label_scale)
 
-    def write_splits(tmp: Path) -> dict[str, Any]:
-        result: dict[str, Any] = {
-            name: write_samples(splits[name], tmp / name, settings, normalise, num_channels, num_classes, label_scale)
-            for name in SPLITS
-        }
-        result["test_volumes"] = splits["test"]
-        return result
-
-    result = _build_once(Path(work_dir) / "prepared" / fingerprint, write_splits)
-    if labelled_fraction > 0 and not result["training"]:
+def labelled_split(datalists: Mapping[str, Sequence[Mapping]], split: str = "test") -> list[dict]:
+    """The items of ``datalists[split]`` for an evaluation, which needs labels: raises a clear error on the
+    label-free path (a folder of images, or a datalist without labels), where there is nothing to evaluate against.
+    """
+    items = [dict(item) for item in datalists.get(split, [])]
+    if not items or any("label" not in item for item in items):
         raise ValueError(
-            f"{datalist_path}: no labelled training slice is left after splitting and slice filtering "
-            f"({settings}); lower the filters or add data."
+            f"evaluation needs labelled '{split}' items, and these data have none (a folder of unlabelled images, or "
+            f"a datalist without labels); give a dataset.json with labelled items (its '{split}' list, or labelled "
+            "'training' items to split), or run inference.json to segment the images."
         )
-    return result
+    return items
 
 
 def is_prepared(item: Mapping) -> bool:
@@ -166,16 +218,20 @@ def _split(
     datalist_path: Path, val_fraction: float, test_fraction: float, labelled_fraction: float, seed: int
 ) -> dict[str, list[dict]]:
     labelled = load_datalist(datalist_path, "training")
+    extra_unlabelled = load_datalist(datalist_path, "unlabeled")
     if not labelled:
         raise ValueError(f"{datalist_path}: the 'training' list is empty; expected labelled items.")
-    unlabelled_items = [i for i in labelled if "label" not in i]
-    if unlabelled_items:
-        raise ValueError(
-            f"{datalist_path}: 'training' item {unlabelled_items[0]['image']} has no 'label'; put unlabelled "
-            "images under 'unlabeled' or in unlabeled_dir."
-        )
     given = {key: load_datalist(datalist_path, key) for key in ("validation", "test")}
     given = {key: [i for i in items if "label" in i] for key, items in given.items()}
+    unlabelled_items = [i for i in labelled if "label" not in i]
+    if len(unlabelled_items) == len(labelled):  # the label-free path: no training item has a label
+        return {"training": [], **given, "unlabeled": labelled + extra_unlabelled}
+    if unlabelled_items:
+        raise ValueError(
+            f"{datalist_path}: 'training' item {unlabelled_items[0]['image']} has no 'label' while others have "
+            "one; put unlabelled images under 'unlabeled' or in unlabeled_dir (or give no training label at all "
+            "for the label-free bundles)."
+        )
     fractions = {key: frac for key, frac in (("validation", val_fraction), ("test", test_fraction)) if not given[key]}
     parts = split_by_group(labelled, fractions, seed)
     parts.update({key: items for key, items in given.items() if items})
@@ -184,7 +240,7 @@ def _split(
         "training": train_labelled,
         "validation": parts["validation"],
         "test": parts["test"],
-        "unlabeled": train_unlabelled + load_datalist(datalist_path, "unlabeled"),
+        "unlabeled": train_unlabelled + extra_unlabelled,
     }
 
 
