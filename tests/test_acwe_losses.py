@@ -101,3 +101,75 @@ def test_chan_vese_finds_the_bright_square():
     assert seg.dtype == np.uint8 and seg.shape == (32, 32)
     dice = 2 * (seg * mask[0, 0].numpy()).sum() / (seg.sum() + mask.sum().item())
     assert dice > 0.95
+
+
+def test_label_loss_skips_placeholder_labels():
+    """Mode 4: an unlabelled image (placeholder label) adds nothing to the label term; a labelled one does."""
+    from common.transforms import MISSING_LABEL, AddMissingLabeld
+
+    image, mask = _two_region_image()
+    placeholder = AddMissingLabeld("label", "image")({"image": image[0]})["label"][None]
+    assert placeholder.shape == mask.shape and bool((placeholder == MISSING_LABEL).all())
+    loss = ActiveContourLabelLoss(reduction="none")
+    pred = torch.rand(2, 1, 16, 16)
+    per_image = loss(pred, torch.cat([mask, placeholder]))
+    assert per_image[0] > 0 and per_image[1] == 0
+    combined = ActiveContourCombinedLoss(acwe_weight=1.0, label_weight=0.4, reduction="none")
+    both = combined(pred, torch.cat([image, image]), torch.cat([mask, placeholder]))
+    torch.testing.assert_close(both[1], ACWELoss(reduction="none")(pred, torch.cat([image, image]))[1])
+
+
+def test_foreground_phase_rules_and_flip():
+    """The rule complements an output that took the dark background as the object (``bright``), keeps it under
+    ``dark`` and ``none``, and ``auto`` takes the smaller phase; the flip is stored in the network's state."""
+    from common.handlers.foreground_phase import phase_statistics, should_flip
+
+    image, mask = _two_region_image()
+    background_as_object = 1.0 - 2.0 * mask  # > 0 outside the bright square
+    contrast, area, valid = phase_statistics(background_as_object, image)
+    assert bool(valid.all()) and float(contrast) < 0 and float(area) == 0.75
+    assert should_flip(contrast.numpy(), area.numpy(), "bright") and should_flip(contrast.numpy(), area.numpy(), "auto")
+    assert not should_flip(contrast.numpy(), area.numpy(), "dark") and not should_flip(
+        contrast.numpy(), area.numpy(), "none"
+    )
+    with pytest.raises(ValueError, match="foreground_phase"):
+        should_flip(contrast.numpy(), area.numpy(), "brightest")
+    net = RecurrentConvNet(features=4, num_blocks=1, steps=1).eval()
+    x = torch.rand(1, 1, 8, 8)
+    before = net(x)
+    net.set_foreground_phase(True)
+    torch.testing.assert_close(net(x), -before)
+    state = net.state_dict()
+    assert float(state["phase_sign"]) == -1 and float(state["phase_decided"]) == 1
+    fresh = RecurrentConvNet(features=4, num_blocks=1, steps=1).eval()
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh(x), net(x))
+
+
+def test_percentile_scaling_ignores_outliers():
+    from common.transforms import scale_percentiles
+
+    image = torch.full((1, 20, 20), 0.3)
+    image[:, 5:15, 5:15] = 0.5
+    image[0, 0, 0] = 100.0  # one saturated pixel
+    minmax = scale_percentiles(image, (0, 100))
+    robust = scale_percentiles(image, (0.5, 99.5))
+    assert float(minmax[0, 10, 10] - minmax[0, 1, 1]) < 0.01  # min-max squeezes the two phases together
+    assert float(robust[0, 10, 10]) == 1.0 and float(robust[0, 1, 1]) == 0.0
+    volume = torch.stack([image[0], 2 * image[0]], dim=-1)[None]  # (1, 20, 20, 2): slices along the last axis
+    torch.testing.assert_close(scale_percentiles(volume, (0.5, 99.5), slice_axis=2)[..., 1], robust)
+
+
+def test_acwe_energy_metric_prefers_the_true_partition():
+    from common.metrics import ActiveContourEnergy
+
+    image, mask = _two_region_image()
+    metric = ActiveContourEnergy(nu=0.0)
+    metric.update(([mask[0]], [image[0]]))
+    right = metric.compute()
+    metric.reset()
+    metric.update(([1 - mask[0]], [image[0]]))
+    inverse = metric.compute()
+    metric.reset()
+    metric.update(([torch.zeros_like(mask[0])], [image[0]]))
+    assert right < 1e-6 and abs(inverse - right) < 1e-6 and metric.compute() > 0.01

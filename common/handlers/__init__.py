@@ -1,6 +1,7 @@
 """Ignite handlers shared by the bundles."""
 
 from .atomic_checkpoint import AtomicCheckpointSaver, AtomicDiskSaver
+from .foreground_phase import ForegroundPhaseHandler
 from .nonfinite import StopOnNonFiniteLoss
 from .panels import PanelSaver
 from .resume import ResumableCheckpoint, epoch_checkpoints, latest_checkpoint
@@ -9,6 +10,7 @@ from .tensorboard import OptionalTensorBoardStatsHandler
 __all__ = [
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
+    "ForegroundPhaseHandler",
     "OptionalTensorBoardStatsHandler",
     "PanelSaver",
     "StopOnNonFiniteLoss",

@@ -19,6 +19,8 @@ import torch
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
+from common.transforms.missing_label import MISSING_LABEL
+
 __all__ = ["ACWELoss", "ActiveContourCombinedLoss", "ActiveContourLabelLoss"]
 
 
@@ -112,7 +114,8 @@ class ActiveContourLabelLoss(_Loss):
         L      = length_weight * length + region
 
     Sums run over all pixels of one image (so ``L`` grows with image size and perimeter); the batch is reduced by
-    ``reduction`` (``"sum"`` as in the authors' code).
+    ``reduction`` (``"sum"`` as in the authors' code). An image whose label is a placeholder (all
+    :data:`common.transforms.MISSING_LABEL`: an unlabelled image in a mode-4 batch) contributes 0.
 
     Args:
         length_weight: weight of the length term (1 in the CVPR 2019 code as used by Chen & Frey).
@@ -137,7 +140,8 @@ class ActiveContourLabelLoss(_Loss):
         length = torch.sqrt(dx[:, :, 1:, :-2] ** 2 + dy[:, :, :-2, 1:] ** 2 + self.eps).sum(dim=(1, 2, 3))
         region_in = (p * (1 - u) ** 2).sum(dim=(1, 2, 3)).abs()
         region_out = ((1 - p) * u**2).sum(dim=(1, 2, 3)).abs()
-        return _reduce(self.length_weight * length + region_in + region_out, self.reduction)
+        labelled = (label != MISSING_LABEL).flatten(1).any(dim=1).to(p.dtype)
+        return _reduce((self.length_weight * length + region_in + region_out) * labelled, self.reduction)
 
 
 class ActiveContourCombinedLoss(_Loss):

@@ -1,6 +1,7 @@
 """metrics: per-image segmentation metrics and their report (``segmentation``), reading reports back and paired
-comparisons (``results``)."""
+comparisons (``results``), the label-free ACWE energy (``acwe_energy``)."""
 
+from common.metrics.acwe_energy import ActiveContourEnergy
 from common.metrics.results import MetricsFile, PairedDifference, paired_difference, read_metrics
 from common.metrics.segmentation import (
     METRIC_NAMES,
@@ -11,6 +12,7 @@ from common.metrics.segmentation import (
 )
 
 __all__ = [
+    "ActiveContourEnergy",
     "METRIC_NAMES",
     "MetricsFile",
     "PairedDifference",

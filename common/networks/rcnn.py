@@ -11,6 +11,14 @@ which is a feed-forward sub-network of depth ``T + 1`` (the paper: ``T = 3``, de
 ``conv_rec`` over the time steps (default here); the authors' Keras code uses a separate convolution per step
 (``shared=False``). The network keeps full resolution (no pooling); a 1x1 convolution to one channel followed by a
 PReLU (no sigmoid/softmax) is the head, and a pixel is foreground where the output is > 0.
+
+The ACWE energy of a partition and of its inverse differ only by ``nu`` x area, so which phase an untrained
+network calls foreground depends on its initialisation. The network therefore carries its foreground phase as a
+buffer (saved in every checkpoint, so inference, MONAI Label and fine-tuning inherit it): with ``phase_sign = -1``
+its output is ``-head(x)``, whose foreground ``output > 0`` is the complement of the head's. (``1 - head(x)`` would
+complement the soft partition ``clamp(output, 0, 1)`` exactly, but then every pixel still in the clamp's open
+interval (0, 1), half of them on the ``cells`` demo after one epoch, stays foreground either way.)
+:class:`common.handlers.ForegroundPhaseHandler` sets it once, from unlabelled training images, early in training.
 """
 
 from __future__ import annotations
@@ -96,12 +104,20 @@ class RecurrentConvNet(nn.Module):
         )
         self.head = nn.Conv2d(features, out_channels, kernel_size=1)
         self.head_act = nn.PReLU(out_channels)
+        self.register_buffer("phase_sign", torch.ones(()))  # +1: the head's output; -1: its negation
+        self.register_buffer("phase_decided", torch.zeros(()))  # 1 once the foreground phase has been decided
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(B, in_channels, H, W)`` -> ``(B, out_channels, H, W)`` real-valued map (foreground: > 0)."""
         for block in self.blocks:
             x = block(x)
-        return self.head_act(self.head(x))
+        return self.phase_sign * self.head_act(self.head(x))
+
+    def set_foreground_phase(self, flip: bool) -> None:
+        """Record the foreground-phase decision: ``flip`` complements the output from now on."""
+        if flip:
+            self.phase_sign.mul_(-1)
+        self.phase_decided.fill_(1)
 
     def freeze_blocks(self, num_blocks: int = 1) -> list[nn.Parameter]:
         """Stop gradients to the first ``num_blocks`` blocks (the authors fine-tune with the first block frozen).
