@@ -6,6 +6,16 @@ vesselness filter plus a threshold for tubular ones (vessels; :func:`skimage.fil
 erosion then removes false positives at the object borders, so the weak label is "under-segmented but clean":
 the false negatives are dealt with later by the background generation (stage 2) and the synthesis (stage 3).
 
+A fixed erosion radius does not follow the objects' size: 1 px takes a third of the area of
+objects of 4-5 px radius, and next to nothing from objects of 30 px. ``erosion_radius="auto"`` decides it once per
+data set, from the un-eroded coarse masks of the training images: ``floor(erosion_size_fraction x median equivalent
+radius)`` of their connected components, the equivalent radius of a component being ``sqrt(area / pi)``
+(:func:`auto_erosion_radius`); 0 (no erosion) for small objects. Masks of other images (validation, test) take the
+radius chosen on the training images (:func:`erosion_radius_used`).
+
+Multi-channel images (e.g. RGB) are reduced to one channel first (:func:`select_channel`): one channel by index
+(e.g. 0 for nuclei in the red channel) or ``"grey"``, the mean over channels.
+
 :func:`write_coarse_masks` runs this over a datalist of prepared 2D samples (labels are dropped first, so no
 manual label can leak in) and writes the weak labels and a datalist atomically.
 """
@@ -14,30 +24,80 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from skimage.filters import frangi, threshold_otsu
+from skimage.measure import label as connected_components
 from skimage.morphology import disk, erosion, remove_small_objects
 from skimage.segmentation import morphological_chan_vese
 
 from common.atomic_write import atomic_path
 from common.data import read_json, write_json_atomic
 
-__all__ = ["METHODS", "coarse_mask", "drop_labels", "fingerprint", "save_npy_atomic", "write_coarse_masks"]
+__all__ = [
+    "METHODS",
+    "auto_erosion_radius",
+    "coarse_mask",
+    "drop_labels",
+    "equivalent_radii",
+    "erosion_radius_used",
+    "fingerprint",
+    "save_npy_atomic",
+    "select_channel",
+    "write_coarse_masks",
+]
 
 METHODS = ("level_set", "vesselness")
 
+logger = logging.getLogger(__name__)
+
+
+def select_channel(image: np.ndarray, channel: int | str = "grey") -> np.ndarray:
+    """``(H, W)`` or ``(C, H, W)`` image -> ``(H, W)``: channel ``channel`` (an index), or ``"grey"``, the mean over
+    channels. A ``(H, W)`` image is returned as it is."""
+    img = np.asarray(image)
+    if img.ndim == 2:
+        return img
+    if img.ndim != 3:
+        raise ValueError(f"expected a (H, W) or (C, H, W) image, got shape {img.shape}.")
+    if channel == "grey":
+        return img.mean(axis=0, dtype=np.float64).astype(img.dtype) if img.shape[0] > 1 else img[0]
+    if isinstance(channel, str) or not -img.shape[0] <= int(channel) < img.shape[0]:
+        raise ValueError(f"channel must be 'grey' or an index below {img.shape[0]}, got {channel!r}.")
+    return img[int(channel)]
+
+
+def equivalent_radii(masks: Sequence[np.ndarray]) -> np.ndarray:
+    """``sqrt(area / pi)`` (pixels) of every connected component (8-connected) of every ``(H, W)`` mask."""
+    radii = [np.sqrt(np.bincount(connected_components(np.asarray(m) > 0).ravel())[1:] / np.pi) for m in masks]
+    return np.concatenate(radii) if radii else np.zeros(0)
+
+
+def auto_erosion_radius(masks: Sequence[np.ndarray], erosion_size_fraction: float = 0.15) -> int:
+    """Erosion radius that follows the objects' size: ``floor(erosion_size_fraction x median equivalent radius)``
+    of the connected components of ``masks`` (:func:`equivalent_radii`); 0 when there is no component.
+
+    Args:
+        masks: ``(H, W)`` un-eroded coarse masks (of the training images).
+        erosion_size_fraction: the radius as a fraction of the median object's equivalent radius (0.15: no erosion
+            below 6.7 px, 1 px up to 13.3 px, ...).
+    """
+    return _radius_from(equivalent_radii(masks), erosion_size_fraction)
+
+
+def _radius_from(radii: np.ndarray, erosion_size_fraction: float) -> int:
+    """``floor(erosion_size_fraction x median(radii))``, 0 for no radii."""
+    return int(math.floor(erosion_size_fraction * float(np.median(radii)))) if radii.size else 0
+
 
 def _minmax(image: np.ndarray) -> np.ndarray:
-    """``(H, W)`` or ``(1, H, W)`` image -> ``(H, W)`` float64 in [0, 1]."""
+    """``(H, W)`` image -> ``(H, W)`` float64 in [0, 1]."""
     img = np.asarray(image, dtype=np.float64)
-    if img.ndim == 3 and img.shape[0] == 1:
-        img = img[0]
-    if img.ndim != 2:
-        raise ValueError(f"expected a (H, W) or (1, H, W) image, got shape {np.shape(image)}.")
     span = img.max() - img.min()
     return (img - img.min()) / span if span > 0 else np.zeros_like(img)
 
@@ -45,31 +105,38 @@ def _minmax(image: np.ndarray) -> np.ndarray:
 def coarse_mask(
     image: np.ndarray,
     method: str = "level_set",
-    erosion_radius: int = 1,
+    erosion_radius: int | str = 1,
     bright_foreground: bool = True,
     level_set_iterations: int = 100,
     level_set_smoothing: int = 1,
     vesselness_sigmas: Sequence[float] = (1.0, 1.5, 2.0, 3.0),
     vesselness_threshold: float | None = None,
     min_size: int = 4,
+    channel: int | str = "grey",
+    erosion_size_fraction: float = 0.15,
 ) -> np.ndarray:
     """Coarse (weak) label of one 2D image, AF-Seg stage 1.
 
     Args:
-        image: ``(H, W)`` or ``(1, H, W)`` intensities (any range; min-max normalised here).
+        image: ``(H, W)`` or ``(C, H, W)`` intensities (any range; min-max normalised here).
         method: ``"level_set"`` (Chan-Vese, morphological solver: cells) or ``"vesselness"`` (Frangi: vessels).
         erosion_radius: radius of the disk of the final erosion (0: none); the paper erodes to cut false positives.
+            ``"auto"``: :func:`auto_erosion_radius` of this image's own mask (:func:`write_coarse_masks` decides it
+            once for a data set instead).
         bright_foreground: level set: the brighter phase is the object; vesselness: ``False`` looks for dark
             ridges (vessels in angiograms are dark), ``True`` for bright ones.
         level_set_iterations, level_set_smoothing: of :func:`skimage.segmentation.morphological_chan_vese`.
         vesselness_sigmas: scales of the Hessian (pixels).
         vesselness_threshold: threshold on the vesselness normalised to [0, 1]; ``None``: Otsu's threshold.
         min_size: connected components smaller than this (pixels) are removed after thresholding.
+        channel: channel of a ``(C, H, W)`` image (index), or ``"grey"`` (mean over channels); see
+            :func:`select_channel`.
+        erosion_size_fraction: of :func:`auto_erosion_radius`, for ``erosion_radius="auto"``.
 
     Returns:
         ``(H, W)`` uint8 mask, 1 = object.
     """
-    img = _minmax(image)
+    img = _minmax(select_channel(image, channel))
     if method == "level_set":
         mask = morphological_chan_vese(
             img, num_iter=level_set_iterations, init_level_set="checkerboard", smoothing=level_set_smoothing
@@ -85,9 +152,15 @@ def coarse_mask(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     if min_size > 1:
         mask = remove_small_objects(mask, max_size=min_size - 1)
-    if erosion_radius > 0:
-        mask = erosion(mask, disk(erosion_radius))
-    return mask.astype(np.uint8)
+    if erosion_radius == "auto":
+        erosion_radius = auto_erosion_radius([mask], erosion_size_fraction)
+    return _erode(mask, int(erosion_radius))
+
+
+def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``(H, W)`` mask eroded by a disk of ``radius`` (0: unchanged) -> ``(H, W)`` uint8."""
+    mask = np.asarray(mask) > 0
+    return (erosion(mask, disk(radius)) if radius > 0 else mask).astype(np.uint8)
 
 
 def drop_labels(items: Sequence[Mapping], label_keys: Sequence[str] = ("label",)) -> list[dict]:
@@ -109,19 +182,29 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> None:
 
 
 def write_coarse_masks(
-    items: Sequence[Mapping], out_dir: str | os.PathLike, key: str = "weak", **kwargs: object
+    items: Sequence[Mapping],
+    out_dir: str | os.PathLike,
+    key: str = "weak",
+    erosion_radius: int | str = 1,
+    erosion_size_fraction: float = 0.15,
+    **kwargs: object,
 ) -> list[dict]:
     """Stage 1 over a datalist: one weak label per item, written as ``(1, H, W)`` uint8 ``.npy``.
 
     Weak labels use the channel-first ``.npy`` layout of the prepared samples (loaded by
     :class:`common.transforms.LoadImageLabeld`). ``out_dir/datalist.json`` is written last and atomically; when it
-    exists the stage is skipped and its list returned (delete the folder to recompute).
+    exists the stage is skipped and its list returned (delete the folder to recompute). Its ``settings`` hold the
+    arguments, and ``erosion_radius_used``, the radius applied (read it back with :func:`erosion_radius_used`).
 
     Args:
         items: prepared 2D samples ``{"image": <(C, H, W) .npy>, ...}``; any ``"label"`` key is dropped.
         out_dir: folder of the weak labels and of ``datalist.json``.
         key: item key of the weak label.
-        kwargs: arguments of :func:`coarse_mask`.
+        erosion_radius: disk radius of the erosion (0: none), or ``"auto"``: :func:`auto_erosion_radius` of the
+            un-eroded masks of all ``items``, decided once for them (pass the training images; give other images
+            the radius chosen there, :func:`erosion_radius_used`).
+        erosion_size_fraction: of :func:`auto_erosion_radius`.
+        kwargs: the other arguments of :func:`coarse_mask` (``method``, ``channel``, ...).
 
     Returns:
         the items (labels dropped) with ``item[key]`` the weak-label path.
@@ -130,13 +213,44 @@ def write_coarse_masks(
     datalist = out / "datalist.json"
     if datalist.is_file():
         return read_json(datalist)["items"]
+    if erosion_radius != "auto" and (isinstance(erosion_radius, (str, bool)) or int(erosion_radius) < 0):
+        raise ValueError(f"erosion_radius must be a radius >= 0 or 'auto', got {erosion_radius!r}.")
     out.mkdir(parents=True, exist_ok=True)
+    items = drop_labels(items)
+    # un-eroded masks first: the "auto" radius needs all of them before any is eroded
+    masks = [coarse_mask(np.load(item["image"]), erosion_radius=0, **kwargs).astype(bool) for item in items]
+    settings = {"erosion_radius": erosion_radius, "erosion_size_fraction": erosion_size_fraction, **kwargs}
+    if erosion_radius == "auto":
+        radii = equivalent_radii(masks)
+        radius = _radius_from(radii, erosion_size_fraction)
+        median = float(np.median(radii)) if radii.size else 0.0
+        settings["median_equivalent_radius"] = median
+        logger.info(
+            "stage 1 (%s): erosion radius %d px (auto: floor(%g x median equivalent radius %.2f px of %d objects))",
+            out,
+            radius,
+            erosion_size_fraction,
+            median,
+            radii.size,
+        )
+    else:
+        radius = int(erosion_radius)
+        logger.info("stage 1 (%s): erosion radius %d px", out, radius)
+    settings["erosion_radius_used"] = radius
     result = []
-    for index, item in enumerate(drop_labels(items)):
-        image = np.load(item["image"])
-        mask = coarse_mask(image[0], **kwargs)[None]
+    for index, (item, mask) in enumerate(zip(items, masks)):
         path = out / f"{index:05d}_{Path(item['image']).stem}_weak.npy"
-        save_npy_atomic(path, mask)
+        save_npy_atomic(path, _erode(mask, radius)[None])
         result.append({**item, key: str(path)})
-    write_json_atomic(datalist, {"items": result, "settings": {k: v for k, v in kwargs.items()}})
+    write_json_atomic(datalist, {"items": result, "settings": settings})
     return result
+
+
+def erosion_radius_used(items: Sequence[Mapping], key: str = "weak") -> int:
+    """The erosion radius that :func:`write_coarse_masks` applied to ``items`` (its returned list), read from the
+    ``datalist.json`` beside their weak labels: the radius to give the coarse masks of other images (validation,
+    test) so that they are eroded as the training ones were."""
+    if not items:
+        raise ValueError("erosion_radius_used needs the (non-empty) items returned by write_coarse_masks.")
+    settings = read_json(Path(items[0][key]).parent / "datalist.json")["settings"]
+    return int(settings["erosion_radius_used"])

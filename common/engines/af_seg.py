@@ -1,7 +1,7 @@
 """Stage 3 of AF-Seg (Yu, Dong et al., ISBI 2020, Sec. 2.3): corresponding synthesis and segmentation, end to end.
 
 Three networks are trained together on real images ``x`` with weak labels ``y`` (stage 1) and clean backgrounds
-``b`` (stage 2), all ``(B, 1, H, W)``:
+``b`` (stage 2); ``x``, ``b`` and ``G(x)`` are ``(B, C, H, W)``, ``y`` is ``(B, 1, H, W)``:
 
 * generator ``G`` (U-Net): ``G(x)`` is a synthetic image that keeps the objects of the weak label,
   ``L_shape = mean(|y * (G(x) - x)|)``, and whose background looks like a clean background to ``D``;
@@ -57,11 +57,12 @@ class AFSegTrainer(AmpTrainer):
     Args:
         device: device of the networks.
         max_epochs: epochs (paper: 50 constant + 50 decaying).
-        train_data_loader: batches of ``image_key`` ``(B, 1, H, W)`` real patches, ``label_key`` ``(B, 1, H, W)``
-            weak labels (0/1) and ``background_key`` ``(B, 1, H, W)`` clean backgrounds at the same place.
-        generator: ``G``, ``(B, 1, H, W) -> (B, 1, H, W)``.
-        discriminator: ``D``, ``(B, 1, H, W) ->`` patch logits, or a list whose last item they are.
-        segmenter: ``S``, ``(B, 1, H, W) -> (B, 1, H, W)`` logits.
+        train_data_loader: batches of ``image_key`` ``(B, C, H, W)`` real patches, ``label_key`` ``(B, 1, H, W)``
+            weak labels (0/1) and ``background_key`` ``(B, C, H, W)`` clean backgrounds at the same place (the same
+            channels as the image: the discriminator compares them with ``G(x)``).
+        generator: ``G``, ``(B, C, H, W) -> (B, C, H, W)``.
+        discriminator: ``D``, ``(B, C, H, W) ->`` patch logits, or a list whose last item they are.
+        segmenter: ``S``, ``(B, C, H, W) -> (B, 1, H, W)`` logits.
         g_optimizer: optimiser over the parameters of ``G`` and ``S`` (trained end to end).
         d_optimizer: optimiser over the parameters of ``D``.
         shape_weight: ``mu`` (50).
@@ -116,6 +117,12 @@ class AFSegTrainer(AmpTrainer):
             for k in engine.keys
         )
         label = (label > 0).float()
+        if background.shape[1] != image.shape[1]:
+            raise ValueError(
+                f"clean backgrounds have {background.shape[1]} channel(s), images {image.shape[1]}: the discriminator "
+                "compares the background with G(x), which has the image's channels (stage 2 outputs of a version "
+                "that inpainted one channel only? recompute them)."
+            )
         engine.generator.train()
         engine.segmenter.train()
         engine.discriminator.train()
@@ -177,9 +184,10 @@ def save_pipeline_panel(
     For evaluation only (it reads the ground truth).
 
     Args:
-        items: stage-2 items ``{"image", "weak", "background"}`` (paths of ``(1, H, W)`` ``.npy`` arrays).
+        items: stage-2 items ``{"image", "weak", "background"}`` (paths of ``(C, H, W)``, ``(1, H, W)``, ``(C, H, W)``
+            ``.npy`` arrays).
         truth_items: prepared items ``{"image", "label"}``; the truth of an item is looked up by its image path.
-        generator, segmenter: trained ``G`` and ``S`` (``(1, 1, H, W) -> (1, 1, H, W)``).
+        generator, segmenter: trained ``G`` and ``S`` (``(1, C, H, W) ->`` ``(1, C, H, W)``, ``(1, 1, H, W)``).
         path: PNG to write.
         num_samples: rows.
         device: device of the networks.

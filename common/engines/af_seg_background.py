@@ -11,7 +11,12 @@ Two per-image optimisations:
    network's output inside the mask is a plausible background: the clean background "Real*" that the
    discriminator of stage 3 learns from.
 
-:func:`write_clean_backgrounds` runs both over the stage-1 datalist and writes the results atomically.
+Multi-channel images: the DSP mask is fitted on one channel (or the mean over channels, as in stage 1) and DIP
+inpaints every channel, so that the clean backgrounds have the channels of the images, as the discriminator of
+stage 3 compares them with ``G(x)``.
+
+:func:`write_clean_backgrounds` runs both over the stage-1 datalist and writes the results atomically. Under
+``torchrun`` (``torch.distributed`` initialised) each rank computes only its share of the items.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from monai.networks.nets import UNet
 from skimage.morphology import dilation, disk
 
-from common.classical.coarse_masks import drop_labels, save_npy_atomic
+from common.classical.coarse_masks import drop_labels, save_npy_atomic, select_channel
 from common.data import read_json, write_json_atomic
 
 __all__ = ["deep_image_prior_inpaint", "deep_segmentation_prior", "write_clean_backgrounds"]
@@ -124,11 +130,11 @@ def deep_image_prior_inpaint(
     """Deep Image Prior inpainting of ``mask`` in one image (Ulyanov et al. 2018; AF-Seg Sec. 2.2).
 
     A U-Net (skip encoder-decoder) maps a fixed noise tensor ``z`` ``(1, noise_channels, H, W)`` ~ U(0, noise_scale)
-    to the image; the loss is the MSE on the pixels outside ``mask`` only. Known pixels are kept, masked ones come
-    from the network.
+    to the image (all its channels); the loss is the MSE on the pixels outside ``mask`` only. Known pixels are kept,
+    masked ones come from the network.
 
     Args:
-        image: ``(H, W)`` float image.
+        image: ``(H, W)`` or ``(C, H, W)`` float image.
         mask: ``(H, W)`` region to inpaint (1 = object to remove).
         steps: Adam steps (some thousands in the paper; a few hundred or fewer for CPU demos).
         learning_rate: Adam learning rate (0.01).
@@ -138,24 +144,28 @@ def deep_image_prior_inpaint(
         seed: seed of the noise and of the network initialisation.
 
     Returns:
-        ``(H, W)`` float32 clean background.
+        float32 clean background of the shape of ``image``.
     """
     torch.manual_seed(seed)
     depth = len(channels) - 1
-    x, (h, w) = _pad_to_multiple(torch.as_tensor(image, dtype=torch.float32)[None, None], 2**depth)
+    img = torch.as_tensor(image, dtype=torch.float32)
+    x, (h, w) = _pad_to_multiple(img[None, None] if img.ndim == 2 else img[None], 2**depth)
+    num_channels = x.shape[1]
     keep, _ = _pad_to_multiple(1.0 - torch.as_tensor(mask > 0, dtype=torch.float32)[None, None], 2**depth)
     z = torch.rand(1, noise_channels, *x.shape[-2:]) * noise_scale
-    net = UNet(2, noise_channels, 1, channels=channels, strides=(2,) * depth, num_res_units=0, act="LEAKYRELU")
+    net = UNet(
+        2, noise_channels, num_channels, channels=channels, strides=(2,) * depth, num_res_units=0, act="LEAKYRELU"
+    )
     optimiser = torch.optim.Adam(net.parameters(), lr=learning_rate)
     for _ in range(steps):
         optimiser.zero_grad()
-        loss = ((net(z) - x) ** 2 * keep).sum() / keep.sum().clamp_min(1.0)
+        loss = ((net(z) - x) ** 2 * keep).sum() / (keep.sum().clamp_min(1.0) * num_channels)
         loss.backward()
         optimiser.step()
     with torch.no_grad():
         out = net(z)
-    clean = keep * x + (1 - keep) * out
-    return clean[0, 0, :h, :w].numpy().astype(np.float32)
+    clean = (keep * x + (1 - keep) * out)[0, :, :h, :w]
+    return (clean[0] if img.ndim == 2 else clean).numpy().astype(np.float32)
 
 
 def write_clean_backgrounds(
@@ -171,11 +181,18 @@ def write_clean_backgrounds(
     dip_learning_rate: float = 0.01,
     noise_channels: int = 32,
     seed: int = 0,
+    channel: int | str = "grey",
 ) -> list[dict]:
     """Stage 2 over the stage-1 datalist: DSP mask, then DIP inpainting, per item.
 
-    Writes ``<index>_dsp.npy`` (``(1, H, W)`` uint8 DSP mask) and ``<index>_background.npy`` (``(1, H, W)`` float32
-    clean background) per item, then ``out_dir/datalist.json`` atomically; when that exists the stage is skipped.
+    Writes ``<index>_dsp.npy`` (``(1, H, W)`` uint8 DSP mask) and ``<index>_background.npy`` (``(C, H, W)`` float32
+    clean background, the channels of the image) per item, then ``out_dir/datalist.json`` atomically; when that
+    exists the stage is skipped.
+
+    Under ``torchrun`` (``torch.distributed`` initialised, world size > 1) rank ``r`` of ``n`` computes only the
+    items ``r, r + n, r + 2n, ...`` (each item's files written atomically by the one rank that computed it); after a
+    barrier rank 0 writes ``datalist.json``, and after a second one every rank returns the full list read from it.
+    The output folder must be shared by the ranks. The single-process path is unchanged.
 
     Args:
         items: stage-1 items ``{"image", weak_key}`` (any ``"label"`` key is dropped).
@@ -185,6 +202,8 @@ def write_clean_backgrounds(
         mask_dilation: disk radius by which the DSP mask is dilated before inpainting (covers blurred edges).
         dip_steps, dip_learning_rate, noise_channels: of :func:`deep_image_prior_inpaint`.
         seed: seed of both optimisations.
+        channel: channel of a ``(C, H, W)`` image that DSP is fitted on (index), or ``"grey"`` (mean over channels),
+            as in stage 1 (:func:`common.classical.coarse_masks.select_channel`); DIP inpaints all channels.
 
     Returns:
         the items with ``item[key]`` (clean background) and ``item["dsp"]`` (DSP mask) paths.
@@ -193,18 +212,40 @@ def write_clean_backgrounds(
     datalist = out / "datalist.json"
     if datalist.is_file():
         return read_json(datalist)["items"]
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     out.mkdir(parents=True, exist_ok=True)
+    items = drop_labels(items)
+    if distributed:
+        logger.info(
+            "stage 2: rank %d of %d computes %d of %d items", rank, world_size, len(items[rank::world_size]), len(items)
+        )
     result = []
-    for index, item in enumerate(drop_labels(items)):
-        image = np.load(item["image"])[0].astype(np.float32)
-        weak = np.load(item[weak_key])[0]
-        dsp, _ = deep_segmentation_prior(image, weak, area_ratio, dsp_max_steps, dsp_learning_rate, seed=seed)
-        inpaint_mask = dilation(dsp > 0, disk(mask_dilation)) if mask_dilation > 0 else dsp > 0
-        clean = deep_image_prior_inpaint(image, inpaint_mask, dip_steps, dip_learning_rate, noise_channels, seed=seed)
+    for index, item in enumerate(items):
         stem = Path(item["image"]).stem
         dsp_path, clean_path = out / f"{index:05d}_{stem}_dsp.npy", out / f"{index:05d}_{stem}_background.npy"
-        save_npy_atomic(dsp_path, dsp[None])
-        save_npy_atomic(clean_path, clean[None])
         result.append({**item, "dsp": str(dsp_path), key: str(clean_path)})
-    write_json_atomic(datalist, {"items": result})
-    return result
+        if index % world_size != rank:
+            continue
+        image = np.load(item["image"]).astype(np.float32)
+        weak = np.load(item[weak_key])[0]
+        dsp, _ = deep_segmentation_prior(
+            select_channel(image, channel), weak, area_ratio, dsp_max_steps, dsp_learning_rate, seed=seed
+        )
+        inpaint_mask = dilation(dsp > 0, disk(mask_dilation)) if mask_dilation > 0 else dsp > 0
+        clean = deep_image_prior_inpaint(image, inpaint_mask, dip_steps, dip_learning_rate, noise_channels, seed=seed)
+        save_npy_atomic(dsp_path, dsp[None])
+        save_npy_atomic(clean_path, clean)
+    if not distributed:
+        write_json_atomic(datalist, {"items": result})
+        return result
+    dist.barrier()  # every rank's share is written
+    if rank == 0:
+        missing = [p for item in result for p in (item["dsp"], item[key]) if not Path(p).is_file()]
+        if missing:
+            raise RuntimeError(
+                f"stage 2: {len(missing)} files of other ranks not found (is {out} shared?): {missing[:3]}"
+            )
+        write_json_atomic(datalist, {"items": result})
+    dist.barrier()  # datalist.json is written
+    return read_json(datalist)["items"]
