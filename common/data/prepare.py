@@ -118,6 +118,7 @@ def prepare_datalists(
         return result
 
     result = _build_once(Path(work_dir) / "prepared" / fingerprint, write_splits)
+    result.setdefault("monitor", [])  # a cache written before the monitor split existed
     if require_labels and labelled_fraction > 0 and not result["training"]:
         if not any(splits[name] for name in ("training", "validation", "test")):
             raise ValueError(
