@@ -5,7 +5,8 @@
 For each demo task the same split (seed 0, 50/20/30 train/validation/test as in the paper) is used by:
 
 * classical: the stage-1 coarse masks of AF-Seg (Chan-Vese level set + erosion for cells, Frangi vesselness + Otsu
-  threshold for vessels) computed on the test images;
+  threshold for vessels) computed on the test images, with the erosion radius stage 1 chose on the training images;
+  the same masks without erosion; and Otsu's threshold per image (``common.classical.baselines``);
 * AF-Seg: ``bundles/af_seg`` ``train.json`` (stages 1-3, no label) then ``evaluate.json``;
 * supervised: ``bundles/supervised_seg`` trained with the true labels of the training images.
 
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 
 from common.bundle import run_workflow
+from common.classical.baselines import classical_segmentation
 from common.classical.coarse_masks import coarse_mask
 from common.metrics import MetricsFile, SegmentationReport, read_metrics
 
@@ -43,6 +46,7 @@ PAPER = {  # Table 1 of Yu, Dong et al. (ISBI 2020): accuracy, precision, recall
     ("vessels", "AF-Seg"): (0.953, 0.833, 0.810, 0.820, 0.028),
 }
 CLASSICAL_NAME = {"cells": "level set (Chan-Vese)", "vessels": "Hessian (Frangi)"}
+METHODS = ("classical", "classical, no erosion", "Otsu", "AF-Seg", "supervised")
 
 
 def _scores(metrics: MetricsFile) -> dict[str, list[float]]:
@@ -50,11 +54,11 @@ def _scores(metrics: MetricsFile) -> dict[str, list[float]]:
     return {m: [metrics.mean(m), metrics.std(m)] for m in METRICS}
 
 
-def classical_scores(test_items: list[dict], coarse: dict) -> dict[str, list[float]]:
-    """Stage-1 coarse masks of the test images scored against their labels (a report kept in memory)."""
+def classical_scores(test_items: list[dict], segment: Callable[[np.ndarray], np.ndarray]) -> dict[str, list[float]]:
+    """``segment(image (H, W)) -> mask (H, W)`` on the test images scored against their labels (in memory)."""
     report = SegmentationReport(num_classes=2)
     for item in test_items:
-        mask = coarse_mask(np.load(item["image"])[0], **coarse)
+        mask = segment(np.load(item["image"])[0])
         report.add(torch.as_tensor(mask)[None, None], torch.as_tensor(np.load(item["label"]))[None].long())
     content = report.to_dict()
     return _scores(MetricsFile(Path("classical"), content["summary"], content["per_image"], content["class_names"]))
@@ -91,7 +95,14 @@ def run_task(task: str, out: Path, args: argparse.Namespace) -> dict[str, dict[s
     print(f"[{task}] AF-Seg: {time.time() - start:.0f} s", flush=True)
     scores = {"AF-Seg": _scores(read_metrics(af_dir / "outputs" / "eval"))}
     parser = workflow.parser
-    scores["classical"] = classical_scores(parser.get_parsed_content("datalists")["test"], parser["coarse"])
+    test_items = parser.get_parsed_content("datalists")["test"]
+    coarse = dict(
+        parser.get_parsed_content("coarse"), erosion_radius=parser.get_parsed_content("stage1_erosion_radius")
+    )
+    scores["classical"] = classical_scores(test_items, lambda image: coarse_mask(image, **coarse))
+    uneroded = dict(coarse, erosion_radius=0)
+    scores["classical, no erosion"] = classical_scores(test_items, lambda image: coarse_mask(image, **uneroded))
+    scores["Otsu"] = classical_scores(test_items, lambda image: classical_segmentation(image, "otsu"))
 
     sup_dir = out / task / "supervised"
     start = time.time()
@@ -116,16 +127,16 @@ def table(results: dict[str, dict[str, dict[str, list[float]]]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, scores in results.items():
-        for method in ("classical", "AF-Seg", "supervised"):
+        for method in (m for m in METHODS if m in scores):
             s = scores[method]
-            acc, prec, rec, dice, std = PAPER[(task, method)]
-            name = CLASSICAL_NAME[task] if method == "classical" else method
+            name = method.replace("classical", CLASSICAL_NAME[task])
             measured = [f"{s[m][0]:.3f}" for m in METRICS[:3]] + [f"{s['dice'][0]:.3f} ± {s['dice'][1]:.3f}"]
-            lines.append(
-                f"| {task} | {name} | "
-                + " | ".join(measured)
-                + f" | {acc:.3f} | {prec:.3f} | {rec:.3f} | {dice:.3f} ± {std:.3f} |"
-            )
+            if (task, method) in PAPER:
+                acc, prec, rec, dice, std = PAPER[(task, method)]
+                paper = f"{acc:.3f} | {prec:.3f} | {rec:.3f} | {dice:.3f} ± {std:.3f}"
+            else:
+                paper = "- | - | - | -"
+            lines.append(f"| {task} | {name} | " + " | ".join(measured) + f" | {paper} |")
     return "\n".join(lines)
 
 

@@ -590,9 +590,8 @@ def _classical(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     evaluation folder's report."""
     import numpy as np
     import torch
-    from skimage.filters import threshold_multiotsu, threshold_otsu
 
-    from common.classical.coarse_masks import coarse_mask
+    from common.classical.baselines import classical_segmentation
     from common.data import prepare_datalists
     from common.metrics import SegmentationReport
 
@@ -610,13 +609,7 @@ def _classical(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     for item in lists["test"]:
         image = np.load(item["image"])[0]
         label = np.load(item["label"])
-        if spec["arm"] == "otsu":
-            if spec["num_classes"] == 2:
-                pred = (image > threshold_otsu(image)).astype(np.int64)
-            else:
-                pred = np.digitize(image, threshold_multiotsu(image, classes=spec["num_classes"]))
-        else:
-            pred = coarse_mask(image, "level_set", erosion_radius=0).astype(np.int64)
+        pred = classical_segmentation(image, spec["arm"], spec["num_classes"])
         report.add(torch.as_tensor(pred)[None, None], torch.as_tensor(label)[None].long(), names=[item["image"]])
     eval_dir = run_dir / "eval"
     report.write(eval_dir)
