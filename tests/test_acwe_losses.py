@@ -173,3 +173,19 @@ def test_acwe_energy_metric_prefers_the_true_partition():
     metric.reset()
     metric.update(([torch.zeros_like(mask[0])], [image[0]]))
     assert right < 1e-6 and abs(inverse - right) < 1e-6 and metric.compute() > 0.01
+
+
+def test_classical_baselines_find_the_bright_square():
+    from common.classical.baselines import classical_segmentation
+
+    image, mask = _two_region_image(size=32)
+    noisy = image[0, 0].numpy() + 0.05 * np.random.default_rng(0).standard_normal((32, 32))
+    for method in ("otsu", "chan_vese"):
+        pred = classical_segmentation(noisy, method)
+        assert pred.dtype == np.int64 and (pred == mask[0, 0].numpy()).mean() > 0.95, method
+    three = np.concatenate([noisy, noisy + 1.0], axis=1)
+    assert set(np.unique(classical_segmentation(three, "otsu", num_classes=3))) == {0, 1, 2}
+    with pytest.raises(ValueError, match="two-phase"):
+        classical_segmentation(noisy, "chan_vese", num_classes=3)
+    with pytest.raises(ValueError, match="method must be one of"):
+        classical_segmentation(noisy, "watershed")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from ignite.engine import Engine
 from PIL import Image
@@ -54,3 +55,15 @@ def test_resumable_checkpoint_saves_prunes_and_resumes(tmp_path: Path):
     assert latest_checkpoint(tmp_path).name == "checkpoint_epoch=3.pt"
     assert len(epoch_checkpoints(tmp_path)) == 1
     assert not torch.equal(net.weight.detach(), torch.zeros_like(weights))
+
+
+def test_codec_warning_once_per_process(caplog: pytest.LogCaptureFixture):
+    """Every ``LoadImage`` logs MONAI's nvImageCodec warning where the codec is missing; the console shows it once."""
+    from monai.transforms import LoadImage
+
+    import common  # noqa: F401  (installs the filter)
+
+    with caplog.at_level("WARNING"):
+        for _ in range(5):
+            LoadImage(image_only=True)
+    assert len([r for r in caplog.records if "nvImageCodec is not available" in r.getMessage()]) <= 1
