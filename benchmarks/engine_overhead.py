@@ -59,8 +59,7 @@ if str(REPO) not in sys.path:
 
 from common.engines.adversarial_semi import confident_pseudo_labels  # noqa: E402
 from common.engines.pixel_rearrangement import _halves  # noqa: E402
-from common.engines.translation import _l1  # noqa: E402
-from common.losses.translation import hinge_discriminator_loss, hinge_generator_loss, soft_dice_loss  # noqa: E402
+from common.losses.translation import hinge_discriminator_loss, hinge_generator_loss  # noqa: E402
 from common.transforms.patch_shuffle import random_patch_order  # noqa: E402
 
 Batches = dict[str, list[dict[str, torch.Tensor]]]
@@ -199,9 +198,10 @@ def translation_batches(n: int, g: torch.Generator) -> Batches:
 
 
 def translation_bare(tr: Any, batches: Batches, ctx: dict[str, Any]) -> None:
-    """``TranslationTrainer._iteration`` in mode "translation", directions "both", without amp: the generator terms,
-    then one discriminator step on this iteration's fakes, then the generator's adversarial term against the updated
-    discriminators and one generator/segmenter step (the weights as the trainer holds them, ``lambda_sum`` applied)."""
+    """``TranslationTrainer._iteration`` in mode "translation", directions "both", without amp: the generator terms
+    (the engine's ``_translation_terms``: only the loop around them is bare), then one discriminator step on this
+    iteration's fakes, then the generator's adversarial term against the updated discriminators and one
+    generator/segmenter step (the weights as the trainer holds them, ``lambda_sum`` applied)."""
     net, d_a, d_p, opt, opt_d = tr.network, tr.discriminator_a, tr.discriminator_p, tr.optimizer, tr.d_optimizer
     net.train()
     d_a.train()
@@ -212,28 +212,9 @@ def translation_bare(tr: Any, batches: Batches, ctx: dict[str, Any]) -> None:
         d_a.requires_grad_(False)
         d_p.requires_grad_(False)
         opt.zero_grad(set_to_none=tr.optim_set_to_none)
-        with parametrize.cached():
-            size = x_p.shape[-2:]
-            c_p, u_p, s_p = net.encode(x_p)
-            c_a, u_a, s_a = net.encode(x_a)
-            x_pa = net.healthy(c_p, s_p, size)
-            x_pp = x_pa + net.residual(c_p, u_p, s_p, size)
-            x_aa = net.healthy(c_a, s_a, size)
-            c_pp, u_pp, _ = net.encode(x_pp)
-            c_pa, _, _ = net.encode(x_pa)
-            c_aa, _, _ = net.encode(x_aa)
-            if bool(mask.any()):
-                seg_logits = net.segment_logits(c_p[mask], u_p[mask], [s[mask] for s in s_p], labels.shape[-2:])
-                loss_seg = soft_dice_loss(torch.sigmoid(seg_logits.float()), labels[mask])
-            else:
-                loss_seg = torch.zeros(())
-            loss_rec = _l1(x_pp, x_p) + _l1(x_aa, x_a)
-            loss_lat = _l1(torch.cat([c_pp, u_pp], 1), torch.cat([c_p, u_p], 1)) + _l1(c_pa, c_p) + _l1(c_aa, c_a)
-            z = torch.randn_like(u_a)
-            x_ap = x_aa + net.residual(c_a, z, s_a, size)
-            c_ap, u_ap, s_ap = net.encode(x_ap)
-            loss_cyc = _l1(net.healthy(c_ap, s_ap, size), x_a)
-            loss_lat = loss_lat + _l1(torch.cat([c_ap, u_ap], 1), torch.cat([c_a, z], 1))
+        with parametrize.cached():  # the engine's own loss terms: the loop around them is what is measured
+            terms, fakes = tr._translation_terms(x_p, x_a, labels, mask)
+        x_pa, x_ap = fakes["x_pa"], fakes["x_ap"]
         d_a.requires_grad_(True)
         d_p.requires_grad_(True)
         opt_d.zero_grad(set_to_none=tr.optim_set_to_none)
@@ -245,9 +226,7 @@ def translation_bare(tr: Any, batches: Batches, ctx: dict[str, Any]) -> None:
         d_a.requires_grad_(False)
         d_p.requires_grad_(False)
         with parametrize.cached():
-            loss_adv = hinge_generator_loss(d_a(x_pa)) + hinge_generator_loss(d_p(x_ap))
-            terms = {"loss_seg": loss_seg, "loss_rec": loss_rec, "loss_lat": loss_lat, "loss_cyc": loss_cyc}
-            terms["loss_adv"] = loss_adv  # the engine's sum over its terms dict, in the same order
+            terms["loss_adv"] = hinge_generator_loss(d_a(x_pa)) + hinge_generator_loss(d_p(x_ap))
             loss = sum(tr.weights[k] * v for k, v in terms.items())
         loss.backward()
         opt.step()
