@@ -1,17 +1,22 @@
 """Atomic file writes: write to a hidden temporary file next to the target, then rename it over the target.
 
-Readers (and a restarted run) see either the old file or the whole new one, never half a file. A process killed
+The one home of every writer the project needs (text, JSON, ``.npy``, torch objects, binary streams, PNG); readers
+(and a restarted run) see either the old file or the whole new one, never half a file. A process killed
 mid-write leaves only the hidden ``.<stem>.partial-<pid><suffix>`` file, which :func:`remove_partial_files` deletes.
 Whole folders (prepared data sets) are built under a temporary name and moved into place by :func:`publish_folder`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
 
 PARTIAL_MARKER = ".partial-"
 
@@ -45,6 +50,49 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically; returns ``path``."""
+    return write_text_atomic(path, json.dumps(obj, indent=2))
+
+
+def write_binary_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write(file_object)`` on a temporary binary file, then rename it over ``path``; returns ``path``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+    return Path(path)
+
+
+def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """``np.save(path, array)`` atomically; returns ``path``."""
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
+    return Path(path)
+
+
+def save_torch_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """``torch.save(obj, path)`` atomically (a state dict, a checkpoint); returns ``path``."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def save_png_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write a channel-first ``(C, H, W)`` uint8 array (C = 1 or 3) as a PNG that MONAI reads back as ``array``.
+
+    MONAI's ``PILReader`` (``LoadImage`` for PNG/JPEG) returns the spatial axes as ``(W, H)`` of the file, and every
+    tensor of this project comes from it, so the array is transposed on writing: the file shows the orientation of
+    the source image in any viewer, and ``LoadImage`` gives back ``array``. Returns ``path``.
+    """
+    from PIL import Image
+
+    pixels = np.ascontiguousarray(np.moveaxis(np.asarray(array), 0, -1).swapaxes(0, 1))
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(tmp, format="PNG")
     return Path(path)
 
 

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine
 from monai.handlers import CheckpointSaver
+from monai.transforms import LoadImage
 
-from common.atomic_write import atomic_path, publish_folder, remove_partial_files, write_text_atomic
+from common.atomic_write import (
+    atomic_path,
+    publish_folder,
+    remove_partial_files,
+    save_npy_atomic,
+    save_png_atomic,
+    save_torch_atomic,
+    write_binary_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from common.handlers import AtomicCheckpointSaver, ResumableCheckpoint
 
 
@@ -110,3 +123,20 @@ def test_publish_folder_moves_once_and_keeps_the_first_published(tmp_path: Path)
     with pytest.raises(OSError):
         publish_folder(blocked, unmarked, "index.json")
     assert blocked.is_dir()
+
+
+def test_every_writer_round_trips_and_leaves_no_partial_file(tmp_path: Path):
+    """The one home of the project's writers: JSON, npy, torch, binary and PNG (read back by MONAI as written)."""
+    write_json_atomic(tmp_path / "a.json", {"x": [1, 2]})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": [1, 2]}
+    array = np.arange(12, dtype=np.uint8).reshape(1, 3, 4)
+    save_npy_atomic(tmp_path / "a.npy", array)
+    assert np.array_equal(np.load(tmp_path / "a.npy"), array)
+    save_torch_atomic(tmp_path / "a.pt", {"w": torch.ones(2)})
+    assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["w"], torch.ones(2))
+    write_binary_atomic(tmp_path / "a.bin", lambda f: f.write(b"abc"))
+    assert (tmp_path / "a.bin").read_bytes() == b"abc"
+    save_png_atomic(tmp_path / "a.png", array * 20)
+    back = LoadImage(image_only=True, ensure_channel_first=True)(str(tmp_path / "a.png"))
+    assert np.array_equal(np.asarray(back), array * 20)
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]

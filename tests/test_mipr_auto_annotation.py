@@ -13,8 +13,9 @@ from monai.transforms import LoadImage
 from PIL import Image
 from torch import nn
 
+from common.atomic_write import save_png_atomic
 from common.data.isic import write_isic_datalist
-from common.engines.mipr_annotation import annotate_round, save_png, to_uint8_image
+from common.engines.mipr_annotation import annotate_round, to_uint8_image
 
 BUNDLE = "mipr_auto_annotation"
 
@@ -76,8 +77,8 @@ def test_isic_datalist_pairs_images_and_masks(tmp_path: Path):
 def test_pair_png_reads_back_as_the_same_array(tmp_path: Path):
     image = torch.rand(3, 12, 20) * 2 - 1
     label = (torch.rand(1, 12, 20) > 0.5).byte()
-    save_png(to_uint8_image(image), tmp_path / "image.png")
-    save_png(label.numpy(), tmp_path / "label.png")
+    save_png_atomic(tmp_path / "image.png", to_uint8_image(image))
+    save_png_atomic(tmp_path / "label.png", label.numpy())
     loader = LoadImage(image_only=True, ensure_channel_first=True)
     back = loader(str(tmp_path / "image.png"))
     assert back.shape == (3, 12, 20)

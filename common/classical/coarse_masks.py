@@ -36,8 +36,8 @@ from skimage.measure import label as connected_components
 from skimage.morphology import disk, erosion, remove_small_objects
 from skimage.segmentation import morphological_chan_vese
 
-from common.atomic_write import atomic_path
-from common.data import read_json, write_json_atomic
+from common.atomic_write import save_npy_atomic, write_json_atomic
+from common.data import read_json
 
 __all__ = [
     "METHODS",
@@ -47,7 +47,6 @@ __all__ = [
     "equivalent_radii",
     "erosion_radius_used",
     "fingerprint",
-    "save_npy_atomic",
     "select_channel",
     "write_coarse_masks",
 ]
@@ -173,12 +172,6 @@ def fingerprint(items: Sequence[Mapping], settings: Mapping) -> str:
     outputs computed for other data or settings are never reused."""
     content = json.dumps([[str(item["image"]) for item in items], dict(settings)], sort_keys=True, default=str)
     return hashlib.sha256(content.encode()).hexdigest()[:10]
-
-
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """``np.save`` to a temporary file in the same folder, then rename (readers never see half a file)."""
-    with atomic_path(path) as tmp:
-        np.save(tmp, array)
 
 
 def write_coarse_masks(

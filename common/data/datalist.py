@@ -12,18 +12,12 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from common.atomic_write import write_text_atomic
+from common.atomic_write import write_json_atomic  # noqa: F401  (re-exported: common.data.write_json_atomic)
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and ``os.replace``: never a half file."""
-    return write_text_atomic(path, json.dumps(obj, indent=2))
 
 
 def read_json(path: str | os.PathLike) -> dict:

@@ -18,13 +18,11 @@ import importlib.util
 import os
 import struct
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
-from common.atomic_write import atomic_path
+from common.atomic_write import write_binary_atomic
 
 __all__ = ["MIRRORS", "MD5", "SPLITS", "load_mnist", "read_idx", "read_mnist_csv"]
 
@@ -49,12 +47,6 @@ DOWNLOAD_TIMEOUT_S = 60
 def _default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/mnist`` (``~/.cache/mnist``)."""
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mnist"
-
-
-def _atomic_replace(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Calls ``write(file_object)`` on a temporary file next to ``path``, then renames it over ``path``."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        write(f)
 
 
 def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
@@ -168,7 +160,7 @@ def _load_csv(
                 return _checked(npz["images"], npz["labels"], str(cache), expected_n)
     images, labels = _checked(*read_mnist_csv(path), str(path), expected_n)
     if cache is not None:
-        _atomic_replace(cache, lambda f: np.savez_compressed(f, images=images, labels=labels, origin=origin))
+        write_binary_atomic(cache, lambda f: np.savez_compressed(f, images=images, labels=labels, origin=origin))
     return images, labels
 
 
@@ -213,7 +205,7 @@ def _fetch(name: str, dest: Path) -> Path:
         if md5 != MD5[name]:
             errors.append(f"{url}: MD5 {md5}, expected {MD5[name]}")
             continue
-        _atomic_replace(path, lambda f: f.write(data))
+        write_binary_atomic(path, lambda f: f.write(data))
         return path
     raise RuntimeError(f"could not download {name}: " + "; ".join(errors))
 

@@ -33,8 +33,9 @@ import torch.nn.functional as F
 from monai.networks.nets import UNet
 from skimage.morphology import dilation, disk
 
-from common.classical.coarse_masks import drop_labels, save_npy_atomic, select_channel
-from common.data import read_json, write_json_atomic
+from common.atomic_write import save_npy_atomic, write_json_atomic
+from common.classical.coarse_masks import drop_labels, select_channel
+from common.data import read_json
 
 __all__ = ["deep_image_prior_inpaint", "deep_segmentation_prior", "write_clean_backgrounds"]
 

@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice
 from monai.networks.utils import one_hot
-from PIL import Image
 from torch import nn
 
-from common.data.datalist import read_json, write_json_atomic
+from common.atomic_write import save_png_atomic, write_json_atomic
+from common.data.datalist import read_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["annotate_round", "pseudo_label", "rearrange", "save_png", "to_uint8_image"]
+__all__ = ["annotate_round", "pseudo_label", "rearrange", "to_uint8_image"]
 
 
 @torch.no_grad()
@@ -52,17 +52,6 @@ def _dice(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> float:
 def to_uint8_image(image: torch.Tensor) -> np.ndarray:
     """``(C, H, W)`` in [-1, 1] -> ``(C, H, W)`` uint8, ``[-1, 1]`` mapped linearly to ``[0, 255]``."""
     return ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()
-
-
-def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
-    """Write a channel-first ``(C, H, W)`` uint8 array (C = 1 or 3) as a PNG that MONAI reads back as the same array.
-
-    MONAI's ``PILReader`` (used by ``LoadImage`` for PNG/JPEG) returns the spatial axes as ``(W, H)`` of the file,
-    and every tensor in this project comes from it, so the array is transposed on writing: the file then shows the
-    same orientation as the source image in any viewer, and ``LoadImage`` gives back ``array``.
-    """
-    pixels = np.ascontiguousarray(np.moveaxis(array, 0, -1).swapaxes(0, 1))
-    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(path)
 
 
 def annotate_round(
@@ -122,8 +111,8 @@ def annotate_round(
                 rejected.append({"source": item["image"], "reason": "S(x') disagrees with t'", "dice": dice})
                 continue
             image_file, label_file = f"images/{stem}.png", f"labels/{stem}.png"
-            save_png(to_uint8_image(rearranged[0]), tmp / image_file)
-            save_png(cleaned[0].byte().cpu().numpy(), tmp / label_file)
+            save_png_atomic(tmp / image_file, to_uint8_image(rearranged[0]))
+            save_png_atomic(tmp / label_file, cleaned[0].byte().cpu().numpy())
             accepted.append(
                 {
                     "image": str(out_dir / image_file),

@@ -35,8 +35,8 @@ from monai.engines import Trainer
 from torch import nn
 from torch.optim import Optimizer
 
-from common.atomic_write import atomic_path
-from common.data.datalist import read_json, write_json_atomic
+from common.atomic_write import save_torch_atomic, write_json_atomic
+from common.data.datalist import read_json
 from common.visualize import save_panel
 
 from .mipr_annotation import annotate_round, pseudo_label, rearrange
@@ -72,11 +72,7 @@ def save_state_atomic(module: nn.Module, path: str | os.PathLike) -> Path:
 
     A ``DistributedDataParallel`` wrapper is unwrapped first, so the file loads into the bare network.
     """
-    module = _unwrapped(module)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(module.state_dict(), tmp)
-    return path
+    return save_torch_atomic(path, _unwrapped(module).state_dict())
 
 
 class MIPRAnnotationLoop:
