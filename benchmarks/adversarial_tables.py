@@ -10,7 +10,7 @@ and 1/8 of the labelled volumes plus the same U-Net trained on the 1/8 alone (Ta
 reduced schedule (``--epochs`` epochs of ``--epoch-length`` iterations, the semi-supervised phase starting after
 ``--semi-start`` epochs), so all rows see the same number of segmenter updates. Metrics are the mean over the two
 foreground classes (aorta, pulmonary artery) of the per-slice means on the test slices, from
-``common.metrics.SegmentationReportHandler`` (read back with ``common.metrics.read_metrics``); every workflow is
+``common.handlers.SegmentationReportHandler`` (read back with ``common.metrics.read_metrics``); every workflow is
 built by ``common.bundle.load_workflow`` / ``run_workflow`` over ``train.json``. Writes ``<out>/results.md``,
 ``<out>/results.json`` and the panel ``bundles/adversarial_semi_seg/docs/panel.png`` (test slices: label, both 1/8
 models, confidence map, confident pixels).

@@ -59,7 +59,7 @@ if str(REPO) not in sys.path:
 
 from common.engines.adversarial_semi import confident_pseudo_labels  # noqa: E402
 from common.engines.pixel_rearrangement import _halves  # noqa: E402
-from common.losses.translation import hinge_discriminator_loss, hinge_generator_loss  # noqa: E402
+from common.losses.gan import hinge_discriminator_loss, hinge_generator_loss  # noqa: E402
 from common.transforms.patch_shuffle import random_patch_order  # noqa: E402
 
 Batches = dict[str, list[dict[str, torch.Tensor]]]

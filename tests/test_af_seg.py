@@ -17,7 +17,7 @@ from monai.networks.nets import PatchDiscriminator, UNet
 from monai.transforms import SaveImaged
 from PIL import Image
 
-import common.engines.af_seg_background as background_module
+import common.priors.deep_priors as background_module
 from common.classical.coarse_masks import (
     auto_erosion_radius,
     coarse_mask,
@@ -26,12 +26,12 @@ from common.classical.coarse_masks import (
     write_coarse_masks,
 )
 from common.engines.af_seg import AFSegTrainer, linear_decay
-from common.engines.af_seg_background import (
+from common.networks.residual_generator import ResidualGenerator
+from common.priors.deep_priors import (
     deep_image_prior_inpaint,
     deep_segmentation_prior,
     write_clean_backgrounds,
 )
-from common.networks.residual_generator import ResidualGenerator
 
 BUNDLE = "af_seg"
 TINY_DEMO = {"num_cases": 4, "image_size": 32}
@@ -170,10 +170,10 @@ def test_dsp_stop_rule_met_or_warned(caplog: pytest.LogCaptureFixture):
     torch.set_num_threads(1)
     image, disk = _disk_image()
     weak = coarse_mask(image, "level_set", erosion_radius=2)
-    with caplog.at_level("WARNING", logger="common.engines.af_seg_background"):
+    with caplog.at_level("WARNING", logger="common.priors.deep_priors"):
         dsp, steps = deep_segmentation_prior(image, weak, area_ratio=2.0, max_steps=100, channels=(8, 16))
     assert steps < 100 and dsp.sum() <= 2 * weak.sum() and not caplog.records
-    with caplog.at_level("WARNING", logger="common.engines.af_seg_background"):
+    with caplog.at_level("WARNING", logger="common.priors.deep_priors"):
         dsp, steps = deep_segmentation_prior(image, weak, 2.0, max_steps=1, learning_rate=1e-6, channels=(8, 16))
     assert steps == 1 and "stop rule" in caplog.text
     assert (dsp >= weak).all() and weak.sum() < dsp.sum() <= 3 * weak.sum()

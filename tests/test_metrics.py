@@ -13,13 +13,8 @@ from ignite.engine import Engine
 from monai.data import MetaTensor
 from monai.networks.utils import one_hot
 
-from common.metrics import (
-    METRIC_NAMES,
-    SegmentationReport,
-    SegmentationReportHandler,
-    segmentation_metrics,
-    soft_dice_accumulated,
-)
+from common.handlers import SegmentationReportHandler
+from common.metrics import METRIC_NAMES, SegmentationReport, segmentation_metrics, soft_dice_accumulated
 
 # 4x4 binary example: TP = 3, FP = 1, FN = 1, TN = 11
 LABEL_2 = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
@@ -268,7 +263,7 @@ def test_handler_with_engine(tmp_path, caplog):
         num_classes=3, output_dir=str(tmp_path), class_names=["liver", "tumour"], prob_key="prob", prefix="val"
     )
     handler.attach(engine)
-    with caplog.at_level(logging.INFO, logger="common.metrics.segmentation"):
+    with caplog.at_level(logging.INFO, logger="common.handlers.segmentation_report"):
         engine.run([items[:1], items[1:]], max_epochs=2)
 
     record = json.loads((tmp_path / "val.json").read_text(encoding="utf-8"))

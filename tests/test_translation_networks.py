@@ -10,7 +10,8 @@ from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
 from common.engines.translation import MODES, TranslationTrainer
-from common.losses.translation import hinge_discriminator_loss, hinge_generator_loss, soft_dice_loss
+from common.losses.gan import hinge_discriminator_loss, hinge_generator_loss
+from common.losses.soft_dice import soft_dice_loss
 from common.networks.translation import MultiScaleDiscriminator, TranslationSegNet
 from common.networks.translation_blocks import Conv2dReflect, LayerNorm2d
 

@@ -44,13 +44,11 @@ weighted (the authors' ``bd_segmentation.py``). The baselines' configs carry the
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 from torch.nn.utils import parametrize
@@ -58,11 +56,11 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from common.engines.utils import AmpTrainer, endless
-from common.losses.translation import hinge_discriminator_loss, hinge_generator_loss, soft_dice_loss
+from common.losses.gan import hinge_discriminator_loss, hinge_generator_loss
+from common.losses.soft_dice import soft_dice_loss
 from common.networks.translation import TranslationSegNet
-from common.visualize import save_panel
 
-__all__ = ["DIRECTIONS", "MODES", "TranslationPanelSaver", "TranslationTrainer"]
+__all__ = ["DIRECTIONS", "MODES", "TranslationTrainer"]
 
 MODES = ("translation", "segmentation", "autoencoder", "mean_teacher")
 DIRECTIONS = ("both", "p_to_a", "none")
@@ -365,60 +363,3 @@ class TranslationTrainer(AmpTrainer):
         }
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
-
-
-class TranslationPanelSaver:
-    """PNG panel of the first evaluated P images: input | healthy | residual | segmentation | truth, where healthy
-    ``G_com(c)`` and residual ``G_res(c, u)`` come from the translation P -> A (Vorontsov et al., Fig. 5-7).
-
-    Args:
-        network: the :class:`~common.networks.translation.TranslationSegNet` being evaluated.
-        output_dir: folder of the PNG.
-        filename: PNG file name.
-        num_samples: rows.
-        threshold: segmentation threshold on the foreground probability (channel 1 of the ``prob`` item, kept by a
-            ``CopyItemsd`` after the softmax).
-    """
-
-    def __init__(
-        self,
-        network: TranslationSegNet,
-        output_dir: str,
-        filename: str = "translation_panel.png",
-        num_samples: int = 6,
-        threshold: float = 0.5,
-    ) -> None:
-        self.network = network
-        self.path = Path(output_dir) / filename
-        self.num_samples = num_samples
-        self.threshold = threshold
-        self.rows: list[dict] = []
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self.rows.clear())
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.write)
-
-    @torch.no_grad()
-    def collect(self, engine: Engine) -> None:
-        """Takes the first items of the decollated evaluator output (``image`` ``(C, H, W)``, one-hot ``label``
-        ``(2, H, W)``, ``prob`` ``(2, H, W)``) and translates their images."""
-        items = engine.state.output[: max(self.num_samples - len(self.rows), 0)]
-        if not items:
-            return
-        images = torch.stack([torch.as_tensor(item[Keys.IMAGE]) for item in items]).to(engine.state.device)
-        healthy, residual = self.network.translate(images)
-        for i, item in enumerate(items):
-            row = {
-                "input": images[i].cpu().numpy(),
-                "healthy": healthy[i].cpu().numpy(),
-                "residual": residual[i].cpu().numpy(),
-                "segmentation": (torch.as_tensor(item["prob"])[1] > self.threshold).float().cpu().numpy(),
-            }
-            if Keys.LABEL in item:
-                row["truth"] = torch.as_tensor(item[Keys.LABEL]).argmax(0).float().cpu().numpy()
-            self.rows.append(row)
-
-    def write(self, engine: Engine) -> None:
-        if self.rows:
-            save_panel(self.rows, self.path, label_keys=("segmentation", "truth"), num_classes=2)

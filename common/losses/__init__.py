@@ -1,1 +1,2 @@
-"""Losses of the methods that MONAI does not provide (active-contour, translation, adversarial terms)."""
+"""Losses of the methods that MONAI does not provide: active contour (``acwe``), GAN terms (``gan``), the
+batch-pooled soft Dice (``soft_dice``)."""

@@ -1,8 +1,9 @@
-"""GAN loss terms that MONAI does not provide: the discriminator feature-matching loss of pix2pixHD / SPADE.
+"""GAN loss terms that MONAI does not provide: the discriminator feature-matching loss of pix2pixHD / SPADE, and the
+hinge terms on whole-image discriminator scores of the translation model (Vorontsov et al., MedIA 2022).
 
 Wang et al., "High-Resolution Image Synthesis and Semantic Manipulation with Conditional GANs", CVPR 2018, Eq. 4;
 used by SPADE (Park et al., CVPR 2019) and hence by MIPR's generator training (Dai, Zhu et al., arXiv 2204.10513).
-The hinge adversarial terms come from ``monai.losses.PatchAdversarialLoss(criterion="hinge")``.
+MIPR's hinge adversarial terms come from ``monai.losses.PatchAdversarialLoss(criterion="hinge")``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
 
-__all__ = ["FeatureMatchingLoss"]
+__all__ = ["FeatureMatchingLoss", "hinge_discriminator_loss", "hinge_generator_loss"]
 
 
 class FeatureMatchingLoss(_Loss):
@@ -56,3 +57,13 @@ class FeatureMatchingLoss(_Loss):
             layers = torch.stack([F.l1_loss(f, r.detach()) for f, r in zip(fake, real)])
             per_scale.append(layers.sum() if self.layer_reduction == "sum" else layers.mean())
         return torch.stack(per_scale).mean()
+
+
+def hinge_discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """``mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))`` of ``(B,)`` discriminator scores."""
+    return F.relu(1.0 - real_scores).mean() + F.relu(1.0 + fake_scores).mean()
+
+
+def hinge_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    """``-mean(D(fake))`` of ``(B,)`` discriminator scores on generated images."""
+    return -fake_scores.mean()
