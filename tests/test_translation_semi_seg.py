@@ -104,13 +104,13 @@ def test_variant_trains(variant: str, tmp_path: Path, mnist_dir: Path):
 @pytest.mark.parametrize(
     "variant, weights",
     [
-        ("seg_only.json", {"lambda_seg": 1.0}),
-        ("ae_baseline.json", {"lambda_seg": 1.0, "lambda_rec": 1.0}),
-        ("mean_teacher.json", {"lambda_seg": 1.0, "lambda_consistency": 0.01}),
+        ("seg_only.json", {"seg_weight": 1.0}),
+        ("ae_baseline.json", {"seg_weight": 1.0, "rec_weight": 1.0}),
+        ("mean_teacher.json", {"seg_weight": 1.0, "consistency_weight": 0.01}),
         (
             None,
-            {"lambda_adv": 3.0, "lambda_rec": 50.0, "lambda_cyc": 50.0, "lambda_lat": 1.0, "lambda_seg": 0.01}
-            | {"lambda_sum": None},  # as given (the authors' code); 1.0 normalises them as paper Sec. 4 states
+            {"adv_weight": 3.0, "rec_weight": 50.0, "cyc_weight": 50.0, "lat_weight": 1.0, "seg_weight": 0.01}
+            | {"weight_sum": None},  # as given (the authors' code); 1.0 normalises them as paper Sec. 4 states
         ),
     ],
 )
