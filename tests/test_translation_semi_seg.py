@@ -43,7 +43,7 @@ def _overrides(tmp: Path, mnist_dir: Path) -> dict:
     return {
         "output_dir": str(tmp / "outputs"),
         "ckpt_dir": str(tmp / "models"),
-        "dataset_dir": str(mnist_dir),
+        "mnist_source": str(mnist_dir),
         **SMALL_RUN,
     }
 
