@@ -219,8 +219,8 @@ def translation_bare(tr: Any, batches: Batches, ctx: dict[str, Any]) -> None:
         d_p.requires_grad_(True)
         opt_d.zero_grad(set_to_none=tr.optim_set_to_none)
         with parametrize.cached():
-            loss_d = hinge_discriminator_loss(d_a(x_a), d_a(x_pa.detach()))
-            loss_d = loss_d + hinge_discriminator_loss(d_p(x_p), d_p(x_ap.detach()))
+            loss_d = hinge_discriminator_loss(d_a(x_a, True), d_a(x_pa.detach(), True))  # per element, the default
+            loss_d = loss_d + hinge_discriminator_loss(d_p(x_p, True), d_p(x_ap.detach(), True))
         loss_d.backward()
         opt_d.step()
         d_a.requires_grad_(False)

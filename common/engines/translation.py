@@ -60,9 +60,10 @@ from common.losses.gan import hinge_discriminator_loss, hinge_generator_loss
 from common.losses.soft_dice import soft_dice_loss
 from common.networks.translation import TranslationSegNet
 
-__all__ = ["DIRECTIONS", "MODES", "TranslationTrainer"]
+__all__ = ["DIRECTIONS", "HINGE_REDUCTIONS", "MODES", "TranslationTrainer"]
 
 MODES = ("translation", "segmentation", "autoencoder", "mean_teacher")
+HINGE_REDUCTIONS = ("element", "mean")  # the discriminators' hinge: per score-map element (authors), or on the mean
 DIRECTIONS = ("both", "p_to_a", "none")
 
 
@@ -101,7 +102,9 @@ class TranslationTrainer(AmpTrainer):
         mode: one of :data:`MODES`.
         absent_data_loader: A batches ``{"image": (B', C, H, W)}`` (translation and autoencoder modes; the other
             modes do not draw from it).
-        discriminator_a: ``D_A``, ``(B, C, H, W)`` -> ``(B,)`` (translation with directions "both" or "p_to_a").
+        discriminator_a: ``D_A``, ``(B, C, H, W)`` -> ``(B,)``, and with ``per_element=True`` a list of per-scale
+            score maps (:class:`~common.networks.translation.MultiScaleDiscriminator`; translation with directions
+            "both" or "p_to_a").
         discriminator_p: ``D_P`` (translation with directions "both").
         d_optimizer: optimiser of both discriminators.
         directions: one of :data:`DIRECTIONS` (translation mode).
@@ -111,6 +114,9 @@ class TranslationTrainer(AmpTrainer):
         teacher_network: the mean teacher (``EMAHandler.ema_model``), mode "mean_teacher".
         lambda_consistency: weight of the mean-teacher consistency (0.01).
         consistency_noise_std: std of the Gaussian input noise of student and teacher (0: none).
+        hinge_reduction: the discriminators' hinge on every element of their score maps (``"element"``, the
+            authors' code) or on each image's averaged score (``"mean"``, this project before 0.2.0); the generator's
+            term ``-mean(D)`` is the same either way.
         trainer_kwargs: the remaining arguments of :class:`~common.engines.utils.AmpTrainer` (``epoch_length``,
             ``train_handlers``, ``amp``, ``optim_set_to_none``, ...) but ``decollate``: outputs are not decollated
             (P and A batches may differ in size).
@@ -138,10 +144,13 @@ class TranslationTrainer(AmpTrainer):
         teacher_network: torch.nn.Module | None = None,
         lambda_consistency: float = 0.01,
         consistency_noise_std: float = 0.0,
+        hinge_reduction: str = "element",
         **trainer_kwargs: Any,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        if hinge_reduction not in HINGE_REDUCTIONS:
+            raise ValueError(f"hinge_reduction must be one of {HINGE_REDUCTIONS}, got {hinge_reduction!r}.")
         if directions not in DIRECTIONS:
             raise ValueError(f"directions must be one of {DIRECTIONS}, got {directions!r}.")
         translating = mode == "translation" and directions != "none"
@@ -173,6 +182,7 @@ class TranslationTrainer(AmpTrainer):
         self.teacher_network = teacher_network
         self.lambda_consistency = lambda_consistency
         self.consistency_noise_std = consistency_noise_std
+        self.hinge_reduction = hinge_reduction
         self.weights = self._loss_weights()
         self._absent: Iterator[Any] | None = None
 
@@ -270,11 +280,13 @@ class TranslationTrainer(AmpTrainer):
         for d in discriminators:
             d.requires_grad_(True)
         self.d_optimizer.zero_grad(set_to_none=self.optim_set_to_none)
+        per_element = self.hinge_reduction == "element"
+        d_a, d_p = self.discriminator_a, self.discriminator_p
         with self._autocast(), parametrize.cached():
-            loss_d = hinge_discriminator_loss(self.discriminator_a(x_a), self.discriminator_a(fakes["x_pa"].detach()))
-            if self.discriminator_p is not None:
+            loss_d = hinge_discriminator_loss(d_a(x_a, per_element), d_a(fakes["x_pa"].detach(), per_element))
+            if d_p is not None:
                 loss_d = loss_d + hinge_discriminator_loss(
-                    self.discriminator_p(x_p), self.discriminator_p(fakes["x_ap"].detach())
+                    d_p(x_p, per_element), d_p(fakes["x_ap"].detach(), per_element)
                 )
         self._step(loss_d, self.d_optimizer)
         for d in discriminators:

@@ -59,9 +59,25 @@ class FeatureMatchingLoss(_Loss):
         return torch.stack(per_scale).mean()
 
 
-def hinge_discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
-    """``mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))`` of ``(B,)`` discriminator scores."""
-    return F.relu(1.0 - real_scores).mean() + F.relu(1.0 + fake_scores).mean()
+def _hinge_mean(scores: torch.Tensor | Sequence[torch.Tensor], sign: float) -> torch.Tensor:
+    """``mean(relu(1 - sign * D))`` over every element of a score tensor; for a list of per-scale maps, that mean per
+    scale, averaged over the scales (each scale weighs the same, as the translation authors' ``_foreach``)."""
+    if isinstance(scores, torch.Tensor):
+        return F.relu(1.0 - sign * scores).mean()
+    return torch.stack([_hinge_mean(s, sign) for s in scores]).mean()
+
+
+def hinge_discriminator_loss(
+    real_scores: torch.Tensor | Sequence[torch.Tensor], fake_scores: torch.Tensor | Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """``mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))``.
+
+    The scores are ``(B,)`` (each image's score averaged first: the hinge then acts on the average) or, as the
+    translation authors, a list of per-scale ``(B, 1, h, w)`` maps, the hinge acting on every element (Vorontsov et
+    al., MedIA 2022; genseg ``gan_objective``). The two differ: a map of +3 and -3 averages to 0 (hinge 1), while
+    element by element the hinge is (0 + 4) / 2 = 2.
+    """
+    return _hinge_mean(real_scores, 1.0) + _hinge_mean(fake_scores, -1.0)
 
 
 def hinge_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:

@@ -421,10 +421,10 @@ class _ScaleDiscriminator(nn.Module):
         self.out = Conv2dReflect(channels[-1], 1, 1, spectral_norm=spectral_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, Cin, H, W)`` -> ``(B,)`` spatially averaged score."""
+        """``(B, Cin, H, W)`` -> ``(B, 1, h, w)`` score map."""
         for conv, norm in zip(self.convs, self.norms):
             x = F.leaky_relu(norm(conv(x)), 0.2)
-        return self.out(x).mean(dim=(1, 2, 3))
+        return self.out(x)
 
 
 class MultiScaleDiscriminator(nn.Module):
@@ -459,11 +459,16 @@ class MultiScaleDiscriminator(nn.Module):
         self.downsample = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
         kaiming_init(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, Cin, H, W)`` -> ``(B,)`` realness scores (hinge loss: real should exceed 1, fake stay below -1)."""
-        scores = []
+    def forward(self, x: torch.Tensor, per_element: bool = False) -> torch.Tensor | list[torch.Tensor]:
+        """``(B, Cin, H, W)`` -> ``(B,)`` realness scores (each scale's map averaged, then the scales), or with
+        ``per_element`` the list of per-scale ``(B, 1, h, w)`` score maps, on which the authors' hinge acts element
+        by element (:func:`common.losses.gan.hinge_discriminator_loss`). Hinge: real should exceed 1, fake stay below
+        -1."""
+        maps = []
         for i, scale in enumerate(self.scales):
             if i:
                 x = self.downsample(x)
-            scores.append(scale(x))
-        return torch.stack(scores).mean(0)
+            maps.append(scale(x))
+        if per_element:
+            return maps
+        return torch.stack([m.mean(dim=(1, 2, 3)) for m in maps]).mean(0)
