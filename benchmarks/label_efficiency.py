@@ -83,8 +83,8 @@ class Task:
         batch_size: labelled batch (the unlabelled batch of the semi-supervised arms is the same size).
         unet_channels: widths of the U-Nets (supervised, adversarial, MIPR's segmenter).
         not_applicable: arm -> why it does not apply here.
-        many_objects: images hold many objects (nuclei), so MIPR's pseudo-label cleaning keeps every component
-            instead of the bundle's default largest one (one lesion per image), as its docs advise.
+        many_objects: images hold many objects (nuclei, tissue regions), so MIPR's pseudo-label cleaning keeps every
+            object (the bundle's default); otherwise only the largest one (one digit per image).
         quick: the smaller settings of ``--quick``.
     """
 
@@ -152,6 +152,7 @@ TASKS: dict[str, Task] = {
             "af_seg": "binary (one foreground class); this task has two tissue classes",
             "chan_vese": "two-phase; three-class Otsu is the classical row here",
         },
+        many_objects=True,  # grey and white matter form several regions per slice
         quick={"labelled": (4, None), "steps": 8, "epochs": 2, "image_size": 32},
     ),
     "cells_hard": Task(
@@ -314,13 +315,6 @@ def _af_seg(c: RunContext) -> dict[str, Any]:
 
 
 MIPR_ROUNDS = 1
-# the bundle's pseudo-label cleaning without KeepLargestConnectedComponent (see its docs' Limits)
-MANY_OBJECTS_CLEANING = [
-    {"_target_": "FillHoles"},
-    {"_target_": "GaussianSmooth", "sigma": "@cleaning_smoothing_sigma"},
-    {"_target_": "AsDiscrete", "threshold": 0.5},
-    {"_target_": "FillHoles"},
-]
 
 
 def _mipr(c: RunContext, rounds: int = MIPR_ROUNDS, epochs_scale: int = 1) -> dict[str, Any]:
@@ -349,8 +343,8 @@ def _mipr(c: RunContext, rounds: int = MIPR_ROUNDS, epochs_scale: int = 1) -> di
         "discriminator_layers": 2,
         "num_rounds": rounds,
     }
-    if c.task.many_objects and rounds > 0:  # cleaning acts on pseudo-labels only, so round 0 alone is unchanged
-        out["cleaning#transforms"] = MANY_OBJECTS_CLEANING
+    if not c.task.many_objects and rounds > 0:  # cleaning acts on pseudo-labels only: round 0 alone is unchanged
+        out["cleaning_keep_largest_component"] = True  # one object per image (the digit)
     return out
 
 

@@ -34,13 +34,15 @@ def test_results_of_concurrent_invocations_are_all_kept(tmp_path: Path):
     assert le.load_results(path) == rows
 
 
-def test_many_object_tasks_clean_mipr_pseudo_labels_without_the_largest_component(tmp_path: Path):
-    by_id = {s["id"]: s for s in le.plan(le.TASKS["cells_hard"], DATA, ["mipr", "mipr_control"], [0], tmp_path)}
-    cleaning = by_id["mipr@4#s0"]["overrides"]["cleaning#transforms"]
-    assert [c["_target_"] for c in cleaning] == ["FillHoles", "GaussianSmooth", "AsDiscrete", "FillHoles"]
-    assert "cleaning#transforms" not in by_id["mipr_control@4#s0"]["overrides"]  # round 0 has no pseudo-labels
-    mnist = le.plan(le.TASKS["cluttered_mnist"], DATA, ["mipr"], [0], tmp_path)
-    assert all("cleaning#transforms" not in s["overrides"] for s in mnist)  # one digit: the bundle's default
+def test_one_object_tasks_clean_mipr_pseudo_labels_to_the_largest_component(tmp_path: Path):
+    by_id = {s["id"]: s for s in le.plan(le.TASKS["cluttered_mnist"], DATA, ["mipr", "mipr_control"], [0], tmp_path)}
+    assert by_id["mipr@20#s0"]["overrides"]["cleaning_keep_largest_component"] is True  # one digit per image
+    assert "cleaning_keep_largest_component" not in by_id["mipr_control@20#s0"]["overrides"]  # no pseudo-labels
+    for task in ("cells_hard", "mni_tissue"):  # many nuclei, several tissue regions: the default, every object
+        assert all(
+            "cleaning_keep_largest_component" not in s["overrides"]
+            for s in le.plan(le.TASKS[task], DATA, ["mipr"], [0], tmp_path)
+        )
 
 
 @pytest.mark.parametrize("task", list(le.TASKS))

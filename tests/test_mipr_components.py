@@ -211,3 +211,34 @@ def test_trainer_arrangements_are_seeded_and_separable():
     separate = _trainer(_data(2), seed=1)  # seed 1: the first two draws differ
     separate.run()
     assert not torch.equal(separate.state.output["image"], separate.state.output["target"])
+
+
+def test_pseudo_label_cleaning_keeps_every_object_and_every_class():
+    """The default cleaning keeps each object above the size floor and every class; the paper's ISIC setting keeps
+    the largest object only, exactly as the former MONAI Compose (FillHoles, largest component, smoothing, 0.5)."""
+    from monai.transforms import AsDiscrete, Compose, FillHoles, GaussianSmooth, KeepLargestConnectedComponent
+    from scipy.ndimage import label as components
+
+    from common.transforms import CleanPseudoLabel
+
+    two = torch.zeros(1, 48, 48)
+    two[:, 5:20, 5:20] = 1
+    two[:, 28:40, 25:45] = 1
+    two[:, 10:13, 10:13] = 0  # a hole
+    two[:, 44:46, 2:4] = 1  # a 4-pixel speck
+    default = CleanPseudoLabel(2)(two.clone())
+    assert components(default[0].numpy())[1] == 2 and default[0, 11, 11] == 1 and default[0, 44, 2] == 0
+    largest = CleanPseudoLabel(2, keep_largest_component=True, min_object_size=0)(two.clone())
+    former_recipe = Compose(
+        [FillHoles(), KeepLargestConnectedComponent(applied_labels=[1]), GaussianSmooth(1.0)]
+        + [AsDiscrete(threshold=0.5), FillHoles()]
+    )
+    former = former_recipe(two.clone())
+    assert components(largest[0].numpy())[1] == 1 and torch.equal(largest, torch.as_tensor(former).float())
+    three = torch.zeros(1, 32, 32)
+    three[:, 4:28, 4:28] = 1  # grey matter around
+    three[:, 10:22, 10:22] = 2  # white matter inside
+    three[:, 6:8, 6:8] = 0  # a hole in the grey matter
+    cleaned = CleanPseudoLabel(3)(three.clone())
+    assert int((cleaned == 2).sum()) > 100 and cleaned[0, 6, 6] == 1  # class 2 survives (the former recipe: 0 px)
+    assert int((torch.as_tensor(former_recipe(three.clone())) == 2).sum()) == 0
