@@ -106,10 +106,9 @@ class ForegroundPhaseHandler:
             return
         last_epoch = engine.state.epoch >= engine.state.max_epochs
         decision = self._vote(engine.state.epoch, last_epoch)  # None: wait for the next epoch
-        if idist.get_world_size() > 1:  # rank 0's vote holds for every rank
-            decision = {-1: None, 0: False, 1: True}[
-                int(idist.broadcast(torch.tensor(-1 if decision is None else int(decision)), src=0))
-            ]
+        if idist.get_world_size() > 1:  # rank 0's vote holds for every rank (on the network's device, for NCCL)
+            code = torch.tensor(-1 if decision is None else int(decision), device=self.network.phase_sign.device)
+            decision = {-1: None, 0: False, 1: True}[int(idist.broadcast(code, src=0))]
         if decision is not None:
             self.network.set_foreground_phase(decision)
 
