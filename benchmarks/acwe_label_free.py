@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from common.bundle import run_workflow
-from common.classical.baselines import classical_segmentation
-from common.metrics import SegmentationReport, paired_difference, read_metrics
+from common.classical.baselines import classical_segmentation, report_on_items
+from common.metrics import paired_difference, read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = {"bright": "ACWE mode 1, phase rule bright (default)", "none": "ACWE mode 1, no phase rule (paper)"}
@@ -56,10 +56,7 @@ def bundle_dice(out: Path, rule: str, seed: int, demo_task: str) -> tuple[float,
 
 def classical_dice(test_items: list[dict], method: str) -> float:
     """Mean Dice of ``method`` over the (prepared 2D) test items."""
-    report = SegmentationReport(num_classes=2)
-    for item in test_items:
-        pred = classical_segmentation(np.load(item["image"])[0], method)
-        report.add(torch.as_tensor(pred)[None, None], torch.as_tensor(np.load(item["label"]))[None].long())
+    report = report_on_items(test_items, lambda image: classical_segmentation(image, method))
     return float(report.to_dict()["summary"]["dice"]["mean"]["mean"])
 
 

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from common.bundle import run_workflow
-from common.classical.baselines import classical_segmentation
+from common.classical.baselines import classical_segmentation, report_on_items
 from common.classical.coarse_masks import coarse_mask
-from common.metrics import MetricsFile, SegmentationReport, read_metrics
+from common.metrics import MetricsFile, read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 METRICS = ("accuracy", "precision", "recall", "dice")
@@ -56,11 +56,7 @@ def _scores(metrics: MetricsFile) -> dict[str, list[float]]:
 
 def classical_scores(test_items: list[dict], segment: Callable[[np.ndarray], np.ndarray]) -> dict[str, list[float]]:
     """``segment(image (H, W)) -> mask (H, W)`` on the test images scored against their labels (in memory)."""
-    report = SegmentationReport(num_classes=2)
-    for item in test_items:
-        mask = segment(np.load(item["image"])[0])
-        report.add(torch.as_tensor(mask)[None, None], torch.as_tensor(np.load(item["label"]))[None].long())
-    content = report.to_dict()
+    content = report_on_items(test_items, segment).to_dict()
     return _scores(MetricsFile(Path("classical"), content["summary"], content["per_image"], content["class_names"]))
 
 

@@ -582,12 +582,8 @@ def _segmenter_steps(workflow: Any) -> int:
 def _classical(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Otsu or Chan-Vese on the test images of the run's split (prepared as the bundles prepare them); returns the
     evaluation folder's report."""
-    import numpy as np
-    import torch
-
-    from common.classical.baselines import classical_segmentation
+    from common.classical.baselines import classical_segmentation, report_on_items
     from common.data import prepare_datalists
-    from common.metrics import SegmentationReport
 
     kwargs = {} if spec["split_given"] else SPLIT
     lists = prepare_datalists(
@@ -599,12 +595,12 @@ def _classical(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         num_classes=spec["num_classes"],
         **kwargs,
     )
-    report = SegmentationReport(spec["num_classes"], spec["class_names"])
-    for item in lists["test"]:
-        image = np.load(item["image"])[0]
-        label = np.load(item["label"])
-        pred = classical_segmentation(image, spec["arm"], spec["num_classes"])
-        report.add(torch.as_tensor(pred)[None, None], torch.as_tensor(label)[None].long(), names=[item["image"]])
+    report = report_on_items(
+        lists["test"],
+        lambda image: classical_segmentation(image, spec["arm"], spec["num_classes"]),
+        spec["num_classes"],
+        spec["class_names"],
+    )
     eval_dir = run_dir / "eval"
     report.write(eval_dir)
     return {"eval_dir": str(eval_dir)}

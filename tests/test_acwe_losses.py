@@ -189,3 +189,16 @@ def test_classical_baselines_find_the_bright_square():
         classical_segmentation(noisy, "chan_vese", num_classes=3)
     with pytest.raises(ValueError, match="method must be one of"):
         classical_segmentation(noisy, "watershed")
+
+
+def test_report_on_items_scores_a_method_on_prepared_items(tmp_path):
+    from common.classical.baselines import classical_segmentation, report_on_items
+
+    image, mask = _two_region_image(size=32)
+    np.save(tmp_path / "image.npy", image[0].numpy())
+    np.save(tmp_path / "label.npy", mask[0].numpy().astype(np.uint8))
+    items = [{"image": str(tmp_path / "image.npy"), "label": str(tmp_path / "label.npy")}]
+    summary = report_on_items(items, lambda x: classical_segmentation(x, "otsu")).to_dict()["summary"]
+    assert summary["dice"]["mean"]["mean"] == pytest.approx(1.0)
+    summary = report_on_items(items, lambda x: np.zeros_like(x, dtype=np.int64)).to_dict()["summary"]
+    assert summary["dice"]["mean"]["mean"] == pytest.approx(0.0)
