@@ -100,8 +100,8 @@ def prepare_datalists(
         splits = _split(datalist_path, val_fraction, test_fraction, labelled_fraction, seed)
         if unlabeled_dir:
             splits["unlabeled"] += list_images(unlabeled_dir)
-    monitor = split_by_group(splits["unlabeled"], {"monitor": monitor_fraction}, seed) if monitor_fraction > 0 else {}
-    splits["unlabeled"], splits["monitor"] = monitor.get("training", splits["unlabeled"]), monitor.get("monitor", [])
+    held_out = split_by_group(splits["unlabeled"], {"monitor": monitor_fraction}, seed)  # order kept; 0: none
+    splits["unlabeled"], splits["monitor"] = held_out["training"], held_out["monitor"]
     for name, items in splits.items():
         check_files_exist(items, ("image", "label"), f"the '{name}' split of {source}")
 

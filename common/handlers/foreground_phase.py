@@ -114,8 +114,9 @@ class ForegroundPhaseHandler:
 
     def _vote(self, epoch: int, last_epoch: bool) -> bool | None:
         """Whether to complement the output, from this epoch's images; ``None`` to wait for the next epoch."""
-        contrast, area, valid = (torch.cat(parts) for parts in zip(*self._stats)) if self._stats else (None,) * 3
-        if valid is None or not bool(valid.any()):
+        none = (torch.zeros(0), torch.zeros(0), torch.zeros(0, dtype=torch.bool))
+        contrast, area, valid = (torch.cat(parts) for parts in zip(*self._stats)) if self._stats else none
+        if not bool(valid.any()):
             if last_epoch:
                 logger.warning("foreground phase: no training image has both phases; the output is kept as it is.")
                 return False

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from monai.transforms import FillHoles, GaussianSmooth, KeepLargestConnectedComponent, Transform
+from monai.transforms import GaussianSmooth, KeepLargestConnectedComponent, Transform
 from monai.transforms.utils import fill_holes
 from skimage.morphology import remove_small_objects
 
@@ -51,14 +51,11 @@ class CleanPseudoLabel(Transform):
         self.min_object_size = min_object_size
         self.smoothing_sigma = smoothing_sigma
         foreground = list(range(1, num_classes))
-        self.fill_binary_holes = FillHoles()
         self.largest = KeepLargestConnectedComponent(applied_labels=foreground, independent=True)
         self.smooth = GaussianSmooth(sigma=smoothing_sigma) if smoothing_sigma > 0 else None
 
     def _fill_holes(self, x: torch.Tensor) -> torch.Tensor:
         """Background holes enclosed by a class get that class; other classes are never overwritten."""
-        if self.num_classes == 2:
-            return torch.as_tensor(self.fill_binary_holes(x)).float()
         classes = x[0].round().long().numpy()
         out = classes.copy()
         for c in range(1, self.num_classes):
