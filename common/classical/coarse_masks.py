@@ -37,13 +37,12 @@ from skimage.morphology import disk, erosion, remove_small_objects
 from skimage.segmentation import morphological_chan_vese
 
 from common.atomic_write import save_npy_atomic, write_json_atomic
-from common.data import read_json
+from common.data import drop_labels, read_json
 
 __all__ = [
     "METHODS",
     "auto_erosion_radius",
     "coarse_mask",
-    "drop_labels",
     "equivalent_radii",
     "erosion_radius_used",
     "fingerprint",
@@ -160,11 +159,6 @@ def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
     """``(H, W)`` mask eroded by a disk of ``radius`` (0: unchanged) -> ``(H, W)`` uint8."""
     mask = np.asarray(mask) > 0
     return (erosion(mask, disk(radius)) if radius > 0 else mask).astype(np.uint8)
-
-
-def drop_labels(items: Sequence[Mapping], label_keys: Sequence[str] = ("label",)) -> list[dict]:
-    """Copies of ``items`` without their label keys: AF-Seg uses no manual label before evaluation."""
-    return [{k: v for k, v in item.items() if k not in label_keys} for item in items]
 
 
 def fingerprint(items: Sequence[Mapping], settings: Mapping) -> str:

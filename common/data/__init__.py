@@ -2,6 +2,7 @@
 
 from .datalist import (
     check_files_exist,
+    drop_labels,
     list_images,
     load_datalist,
     read_json,
@@ -17,6 +18,7 @@ __all__ = [
     "PreparedCacheDataset",
     "SliceSettings",
     "check_files_exist",
+    "drop_labels",
     "list_images",
     "load_array",
     "is_prepared",

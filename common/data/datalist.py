@@ -111,8 +111,13 @@ def select_labelled(items: Sequence[Mapping], fraction: float, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     chosen = {groups[i] for i in rng.permutation(len(groups))[: math.ceil(fraction * len(groups))]}
     labelled = [dict(i) for i in items if group_of(i) in chosen]
-    unlabelled = [{k: v for k, v in i.items() if k != "label"} for i in items if group_of(i) not in chosen]
+    unlabelled = drop_labels([i for i in items if group_of(i) not in chosen])
     return labelled, unlabelled
+
+
+def drop_labels(items: Sequence[Mapping], label_keys: Sequence[str] = ("label",)) -> list[dict]:
+    """Copies of ``items`` without their label keys (the label-free methods read no manual label in training)."""
+    return [{k: v for k, v in item.items() if k not in label_keys} for item in items]
 
 
 def list_images(folder: str | os.PathLike) -> list[dict]:

@@ -34,8 +34,8 @@ from monai.networks.nets import UNet
 from skimage.morphology import dilation, disk
 
 from common.atomic_write import save_npy_atomic, write_json_atomic
-from common.classical.coarse_masks import drop_labels, select_channel
-from common.data import read_json
+from common.classical.coarse_masks import select_channel
+from common.data import drop_labels, read_json
 
 __all__ = ["deep_image_prior_inpaint", "deep_segmentation_prior", "write_clean_backgrounds"]
 
