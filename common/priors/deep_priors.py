@@ -241,12 +241,10 @@ def write_clean_backgrounds(
         write_json_atomic(datalist, {"items": result})
         return result
     dist.barrier()  # every rank's share is written
+    missing = [p for item in result for p in (item["dsp"], item[key]) if not Path(p).is_file()]
+    if missing:  # checked on every rank, so that all stop here instead of one waiting at the next barrier
+        raise RuntimeError(f"stage 2: {len(missing)} files of other ranks not found (is {out} shared?): {missing[:3]}")
     if rank == 0:
-        missing = [p for item in result for p in (item["dsp"], item[key]) if not Path(p).is_file()]
-        if missing:
-            raise RuntimeError(
-                f"stage 2: {len(missing)} files of other ranks not found (is {out} shared?): {missing[:3]}"
-            )
         write_json_atomic(datalist, {"items": result})
     dist.barrier()  # datalist.json is written
     return read_json(datalist)["items"]
