@@ -10,11 +10,13 @@ from .datalist import (
     split_by_group,
     write_json_atomic,
 )
+from .hidden_truth import HiddenTruth
 from .prepare import is_prepared, labelled_split, prepare_datalists, prepare_items
 from .prepared_dataset import PreparedCacheDataset
 from .slices import SliceSettings, load_array, write_samples
 
 __all__ = [
+    "HiddenTruth",
     "PreparedCacheDataset",
     "SliceSettings",
     "check_files_exist",
