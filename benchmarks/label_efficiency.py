@@ -317,7 +317,9 @@ def _af_seg(c: RunContext) -> dict[str, Any]:
 MIPR_ROUNDS = 1
 
 
-def _mipr(c: RunContext, rounds: int = MIPR_ROUNDS, epochs_scale: int = 1) -> dict[str, Any]:
+def _mipr(
+    c: RunContext, rounds: int = MIPR_ROUNDS, epochs_scale: int = 1, acceptance: str = "segmenter"
+) -> dict[str, Any]:
     size = c.task.image_size
     batch = c.task.batch_size
     out = {
@@ -345,6 +347,13 @@ def _mipr(c: RunContext, rounds: int = MIPR_ROUNDS, epochs_scale: int = 1) -> di
     }
     if not c.task.many_objects and rounds > 0:  # cleaning acts on pseudo-labels only: round 0 alone is unchanged
         out["cleaning_keep_largest_component"] = True  # one object per image (the digit)
+    if rounds > 0:
+        out["acceptance"] = acceptance
+        out["diagnostic_truth"] = {  # scores the pairs against the hidden labels; never used to accept
+            "_target_": "common.data.HiddenTruth",
+            "datalist_file": str(Path(c.data["dataset_dir"]) / "dataset.json"),
+            "num_classes": c.task.num_classes,
+        }
     return out
 
 
@@ -469,6 +478,16 @@ ARMS: dict[str, Arm] = {
             "method",
             "low",
             _mipr,
+            control="mipr_control",
+        ),
+        Arm(
+            "mipr_reconstruction",
+            f"MIPR, {MIPR_ROUNDS} round, pairs judged by G's reconstruction error (mipr_auto_annotation)",
+            "mipr_auto_annotation",
+            ("train.json",),
+            "method",
+            "low",
+            lambda c: _mipr(c, acceptance="reconstruction"),
             control="mipr_control",
         ),
         Arm(
@@ -606,6 +625,46 @@ def _classical(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return {"eval_dir": str(eval_dir)}
 
 
+def _spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rank correlation (no tie correction; the scores are continuous)."""
+    import numpy as np
+
+    if len(x) < 3:
+        return None
+    rx, ry = (np.argsort(np.argsort(np.asarray(v))) for v in (x, y))
+    return round(float(np.corrcoef(rx, ry)[0, 1]), 3)
+
+
+def mipr_pair_diagnostics(round_dir: Path, record: Mapping[str, Any]) -> dict[str, Any]:
+    """How right MIPR's pairs are, from a round's ``datalist.json`` (every item's scores and hidden ``true_dice``):
+    per acceptance rule, the pairs it accepts (applied to the same scores) and their mean true Dice; and how well
+    each score ranks the pseudo-labels (Spearman's rho with the true Dice)."""
+    from common.engines.mipr_annotation import ACCEPTANCE_RULES, accepts
+
+    pairs = json.loads((round_dir / "datalist.json").read_text(encoding="utf-8"))
+    scored = [p for p in pairs["training"] + pairs["rejected"] if p.get("dice") is not None and "true_dice" in p]
+    scored = [p for p in scored if not p.get("new_layout")]
+    max_error = record.get("max_reconstruction_error")
+    out: dict[str, Any] = {
+        "acceptance": pairs.get("acceptance", "segmenter"),
+        "max_reconstruction_error": max_error,
+        "true_dice_all": round(sum(p["true_dice"] for p in scored) / len(scored), 4) if scored else None,
+        "rho_check": _spearman([p["dice"] for p in scored], [p["true_dice"] for p in scored]),
+        "rho_reconstruction": _spearman([-p["reconstruction_error"] for p in scored], [p["true_dice"] for p in scored]),
+        "rules": {},
+    }
+    for rule in ACCEPTANCE_RULES:
+        if rule != "segmenter" and max_error is None:
+            continue
+        kept = [
+            p["true_dice"]
+            for p in scored
+            if accepts(rule, p["dice"], p["reconstruction_error"], pairs["acceptance_dice"], max_error)
+        ]
+        out["rules"][rule] = {"accepted": len(kept), "true_dice": round(sum(kept) / len(kept), 4) if kept else None}
+    return out
+
+
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     """Train then evaluate one run in this process; returns its Dice per test image, steps, time and memory."""
     import logging
@@ -660,6 +719,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
                         "pairs": record["pairs"],
                         "dice_mean": metrics.mean(),
                         "train_items": record.get("train_items"),
+                        **(mipr_pair_diagnostics(run_dir / "outputs" / "mipr" / f"round{k}", record) if k else {}),
                     }
                 )
     metrics = read_metrics(eval_dir)
@@ -863,7 +923,7 @@ def markdown(task: Task, rows: list[dict[str, Any]], command: str, machine: str,
     na = [(a, task.not_applicable[a]) for a in order if a in task.not_applicable]
     if na:
         lines += ["", "Not applicable here:", ""] + [f"- {ARMS[a].label} (`{a}`): n/a, {why}." for a, why in na]
-    mipr = [r for r in done if r["arm"] == "mipr" and r.get("rounds")]
+    mipr = [r for r in done if r["arm"].startswith("mipr") and r.get("rounds")]
     if mipr:
         lines += [
             "",
@@ -871,17 +931,29 @@ def markdown(task: Task, rows: list[dict[str, Any]], command: str, machine: str,
             "round; Dice, pairs accepted):",
             "",
         ]
-        for r in sorted(mipr, key=lambda r: (r["labelled"], r["seed"])):
+        for r in sorted(mipr, key=lambda r: (r["arm"], r["labelled"], r["seed"])):
             parts = ", ".join(f"round {x['round']} {x['dice_mean']:.3f} ({x['pairs']} pairs)" for x in r["rounds"])
-            lines.append(f"- {r['labelled']} labelled, seed {r['seed']}: {parts}")
-        for k in sorted({r["labelled"] for r in mipr}):
-            runs = [r for r in mipr if r["labelled"] == k]
+            lines.append(f"- `{r['arm']}`, {r['labelled']} labelled, seed {r['seed']}: {parts}")
+            for x in r["rounds"]:
+                if x.get("rules"):
+                    rules = "; ".join(
+                        f"{rule} accepts {v['accepted']}"
+                        + (f" (true Dice {v['true_dice']:.3f})" if v["true_dice"] else "")
+                        for rule, v in x["rules"].items()
+                    )
+                    lines.append(
+                        f"  - round {x['round']} pseudo-labels against their hidden truth: all {x['true_dice_all']}; "
+                        f"{rules}; Spearman rho with the true Dice: S's check {x['rho_check']}, "
+                        f"G's reconstruction {x['rho_reconstruction']}"
+                    )
+        for arm, k in sorted({(r["arm"], r["labelled"]) for r in mipr}):
+            runs = [r for r in mipr if r["labelled"] == k and r["arm"] == arm]
             diff = paired_difference(
                 [r["rounds"][-1]["dice_mean"] for r in runs], [r["rounds"][0]["dice_mean"] for r in runs]
             )
             lines.append(
-                f"- {k} labelled: last round - round 0 (the same run, equal final-model steps): {diff.mean:+.3f}, "
-                f"95% CI of paired Δ {diff.interval_text()}, {_verdict(diff)} ({len(runs)} seeds)"
+                f"- `{arm}`, {k} labelled: last round - round 0 (the same run, equal final-model steps): "
+                f"{diff.mean:+.3f}, 95% CI of paired Δ {diff.interval_text()}, {_verdict(diff)} ({len(runs)} seeds)"
             )
     total = sum(r["wall_s"] for r in rows)
     lines += [

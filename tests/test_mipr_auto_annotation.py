@@ -15,7 +15,7 @@ from torch import nn
 
 from common.atomic_write import save_png_atomic
 from common.data.isic import write_isic_datalist
-from common.engines.mipr_annotation import annotate_round, to_uint8_image
+from common.engines.mipr_annotation import annotate_round, new_layout, reconstruction_threshold, to_uint8_image
 
 BUNDLE = "mipr_auto_annotation"
 
@@ -98,7 +98,13 @@ def test_annotation_round_accepts_consistent_pairs_and_writes_them(tmp_path: Pat
 
     out_dir = tmp_path / "round1"
     pairs = annotate_round(_ThresholdSegmenter(), _CopyGenerator(), items, _load, clean, out_dir, acceptance_dice=0.9)
-    assert pairs["counts"] == {"unlabelled": 4, "accepted": 3, "rejected_empty": 1, "rejected_dice": 0}
+    assert pairs["counts"] == {
+        "unlabelled": 4,
+        "accepted": 3,
+        "rejected_empty": 1,
+        "rejected_check": 0,
+        "new_layouts": 0,
+    }
     for pair in pairs["training"]:
         assert pair["dice"] == 1.0 and Path(pair["image"]).is_file() and Path(pair["label"]).is_file()
         label = LoadImage(image_only=True, ensure_channel_first=True)(pair["label"])
@@ -110,7 +116,7 @@ def test_annotation_round_accepts_consistent_pairs_and_writes_them(tmp_path: Pat
     assert again["counts"]["accepted"] == 3
 
     rejected = annotate_round(_ThresholdSegmenter(), _BlankGenerator(), items, _load, clean, tmp_path / "round2")
-    assert rejected["counts"]["accepted"] == 0 and rejected["counts"]["rejected_dice"] == 3
+    assert rejected["counts"]["accepted"] == 0 and rejected["counts"]["rejected_check"] == 3
     assert not list((tmp_path / "round2" / "images").iterdir())
 
 
@@ -119,6 +125,107 @@ def test_annotation_round_leaves_nothing_behind_on_error(tmp_path: Path):
     with pytest.raises(FileNotFoundError):
         annotate_round(_ThresholdSegmenter(), _CopyGenerator(), items, _load, lambda t: t, tmp_path / "round1")
     assert not (tmp_path / "round1").exists() and not list(tmp_path.glob(".round1.tmp-*"))
+
+
+class _SpotFooledSegmenter(nn.Module):
+    """Foreground where channel 0 is positive, and (its systematic error) wherever channel 1 marks a spot."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        fg = torch.maximum(image[:, :1], image[:, 1:2])
+        return torch.cat([-fg, fg], dim=1)
+
+
+class _PaintGenerator(nn.Module):
+    """G(x, t) paints channel 0 from the label (2t - 1) and keeps channel 1: x' matches t' exactly, so S recovers
+    any t' it made (S's check always passes), and |x' - x| is large exactly where t' contradicts the image."""
+
+    def forward(self, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return torch.cat([2 * label[:, 1:2] - 1, image[:, 1:2]], dim=1)
+
+
+def _spot_items(tmp: Path, n: int, spots: set[int], size: int = 16) -> list[dict]:
+    """2-channel images: channel 0 a disk (the truth), channel 1 a 4 x 4 spot (an artefact) on items ``spots``."""
+    yy, xx = np.mgrid[:size, :size]
+    items = []
+    for i in range(n):
+        disk = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 4) ** 2
+        spot = np.zeros((size, size), bool)
+        if i in spots:
+            spot[:4, :4] = True
+        image = np.stack([2 * disk - 1.0, 2 * spot - 1.0]).astype(np.float32)
+        np.save(tmp / f"case{i}.npy", image)
+        np.save(tmp / f"case{i}_label.npy", disk[None].astype(np.int64))
+        items.append({"image": str(tmp / f"case{i}.npy"), "label": str(tmp / f"case{i}_label.npy")})
+    return items
+
+
+def _load_labelled(item: dict) -> dict:
+    return {"image": torch.as_tensor(np.load(item["image"])), "label": torch.as_tensor(np.load(item["label"]))}
+
+
+def _truth(item: dict, shape) -> torch.Tensor:
+    return torch.as_tensor(np.load(item["image"].replace(".npy", "_label.npy")))
+
+
+def test_reconstruction_acceptance_rejects_the_errors_the_segmenter_passes(tmp_path: Path):
+    """S's spot error passes S's own check (self-training); G's reconstruction error, calibrated on right pairs,
+    rejects it, and the hidden truth shows which pairs were wrong."""
+    calibration = _spot_items(tmp_path, 2, spots=set())
+    threshold = reconstruction_threshold(_PaintGenerator(), calibration, _load_labelled, num_classes=2)
+    assert threshold == pytest.approx(0.0)  # right labels: G moves nothing
+    (tmp_path / "u").mkdir()
+    items = [{"image": i["image"]} for i in _spot_items(tmp_path / "u", 4, spots={1, 3})]
+    rounds = {}
+    for rule in ("segmenter", "reconstruction", "both"):
+        rounds[rule] = annotate_round(
+            _SpotFooledSegmenter(),
+            _PaintGenerator(),
+            items,
+            _load,
+            lambda t: t,
+            tmp_path / rule,
+            acceptance=rule,
+            max_reconstruction_error=threshold + 1e-6,
+            truth=_truth,
+        )
+    by_segmenter = rounds["segmenter"]
+    assert by_segmenter["counts"]["accepted"] == 4 and all(p["dice"] == 1.0 for p in by_segmenter["training"])
+    assert by_segmenter["counts"]["true_dice_accepted"] < 0.97  # two of its four pairs carry the spot
+    for rule in ("reconstruction", "both"):
+        kept = sorted(Path(p["source"]).name for p in rounds[rule]["training"])
+        assert kept == ["case0.npy", "case2.npy"], rule
+        assert rounds[rule]["counts"]["true_dice_accepted"] == 1.0
+        assert rounds[rule]["counts"]["true_dice_rejected"] < 1.0
+        assert all(r["reconstruction_error"] > 0.05 for r in rounds[rule]["rejected"])
+    with pytest.raises(ValueError, match="max_reconstruction_error"):
+        annotate_round(
+            _SpotFooledSegmenter(), _PaintGenerator(), items, _load, lambda t: t, tmp_path / "x", acceptance="both"
+        )
+    with pytest.raises(ValueError, match="acceptance must be one of"):
+        annotate_round(
+            _SpotFooledSegmenter(), _PaintGenerator(), items, _load, lambda t: t, tmp_path / "x", acceptance="s"
+        )
+
+
+def test_new_layouts_make_pairs_with_moved_labels(tmp_path: Path):
+    label = torch.zeros(1, 16, 16, dtype=torch.long)
+    label[0, 2:6, 3:10] = 1
+    rng = np.random.default_rng(0)
+    moved = [new_layout(label, rng) for _ in range(8)]
+    assert all(m.shape == label.shape and int(m.sum()) == int(label.sum()) for m in moved)
+    assert sum(not torch.equal(m, label) for m in moved) >= 7  # new layouts, same object
+    items = [{"image": i["image"]} for i in _spot_items(tmp_path, 3, spots=set())]
+    pairs = annotate_round(
+        _SpotFooledSegmenter(), _PaintGenerator(), items, _load, lambda t: t, tmp_path / "r", new_layouts=2, seed=3
+    )
+    assert pairs["counts"]["accepted"] == 3 and pairs["counts"]["new_layouts"] == 6
+    layouts = [p for p in pairs["training"] if p.get("new_layout")]
+    loader = LoadImage(image_only=True, ensure_channel_first=True)
+    disk_area = int(np.load(tmp_path / "case0_label.npy").sum())
+    for pair in layouts:
+        image, mask = loader(pair["image"]), loader(pair["label"])
+        assert int(mask.sum()) == disk_area  # the accepted label, moved
+        assert torch.equal((image[0] > 127).long(), mask[0].long())  # G drew the image that fits it
 
 
 TINY = {
@@ -171,7 +278,7 @@ def test_three_rounds_write_pairs_models_and_counts(trained):
         assert (
             counts["unlabelled"]
             == unlabelled
-            == counts["accepted"] + counts["rejected_empty"] + counts["rejected_dice"]
+            == counts["accepted"] + counts["rejected_empty"] + counts["rejected_check"]
         )
         pairs = json.loads((tmp / "outputs" / "mipr" / f"round{r['round']}" / "datalist.json").read_text())
         assert len(pairs["training"]) == r["pairs"] == counts["accepted"]
@@ -247,3 +354,23 @@ def test_bundle_refuses_missing_unlabelled_data(tmp_path: Path):
         run_workflow(BUNDLE, ["train.json"], **_overrides(tmp_path, labelled_fraction=1.0))
     assert "unlabelled list is empty" in str(excinfo.value.__cause__)
     assert not [p for p in (tmp_path / "models").rglob("*") if p.is_file()]  # refused before any training
+
+
+def test_bundle_runs_the_reconstruction_rule_new_layouts_and_a_hidden_truth(tmp_path: Path):
+    torch.set_num_threads(1)
+    demo = run_workflow(BUNDLE, ["train.json"], **_overrides(tmp_path / "demo", num_rounds=0))
+    dataset_json = next((tmp_path / "demo" / "outputs" / "demo_data").rglob("dataset.json"))
+    del demo
+    truth = {"_target_": "common.data.HiddenTruth", "datalist_file": str(dataset_json)}
+    overrides = _overrides(tmp_path, dataset_dir=str(dataset_json.parent), num_rounds=1, new_layouts=1)
+    run_workflow(BUNDLE, ["train.json"], **overrides, acceptance="both", diagnostic_truth=truth)
+    rounds = json.loads((tmp_path / "outputs" / "mipr" / "rounds.json").read_text())
+    assert rounds[1]["max_reconstruction_error"] > 0  # calibrated on the validation pairs
+    pairs = json.loads((tmp_path / "outputs" / "mipr" / "round1" / "datalist.json").read_text())
+    assert pairs["acceptance"] == "both"
+    scored = pairs["training"] + pairs["rejected"]
+    assert scored and all("true_dice" in p for p in scored if not p.get("new_layout"))
+    for p in pairs["training"]:
+        if not p.get("new_layout"):
+            assert p["reconstruction_error"] <= rounds[1]["max_reconstruction_error"]
+    assert rounds[1]["pairs"] == pairs["counts"]["accepted"] + pairs["counts"]["new_layouts"]

@@ -39,7 +39,7 @@ from common.atomic_write import save_torch_atomic, write_json_atomic
 from common.data.datalist import read_json
 from common.visualize import save_panel
 
-from .mipr_annotation import annotate_round, pseudo_label, rearrange
+from .mipr_annotation import annotate_round, pseudo_label, rearrange, reconstruction_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,17 @@ class MIPRAnnotationLoop:
         ckpt_dir: folder of the round models and the generator.
         num_rounds: annotation rounds (3 in the paper).
         num_classes: classes including background.
-        acceptance_dice: Dice(argmax S(x'), t') needed to accept a pair.
+        acceptance_dice: Dice(argmax S(x'), t') needed to accept a pair (rules ``"segmenter"`` and ``"both"``).
+        acceptance: who judges a pair, ``"segmenter"``, ``"reconstruction"`` or ``"both"``
+            (:mod:`common.engines.mipr_annotation`).
+        reconstruction_quantile: the ``"reconstruction"`` threshold is this quantile of ``mean |G(x, t) - x|`` on
+            ``calibration_items`` after ``G`` is trained (computed whenever there are such items, written to
+            ``rounds.json``, and applied by the rules ``"reconstruction"`` and ``"both"``).
+        calibration_items: labelled items ``G`` did not train on (the validation split).
+        new_layouts: further pairs ``(G(x, t''), t'')`` per accepted pair, ``t''`` a new layout of its label.
+        truth: hidden labels of the unlabelled items (benchmarks only: logged as the pairs' ``true_dice``, never used
+            to accept), e.g. :class:`common.data.HiddenTruth`; ``None`` in the bundle.
+        seed: seed of the new layouts.
         panel_items: a few labelled items (e.g. test images) drawn as image | pseudo-label | rearranged image |
             its label | truth after every round.
         device: where annotation runs.
@@ -118,6 +128,12 @@ class MIPRAnnotationLoop:
         acceptance_dice: float = 0.9,
         panel_items: Sequence[Mapping] = (),
         device: torch.device | str = "cpu",
+        acceptance: str = "segmenter",
+        reconstruction_quantile: float = 0.9,
+        calibration_items: Sequence[Mapping] = (),
+        new_layouts: int = 0,
+        truth: Callable[[Mapping, Sequence[int]], torch.Tensor | None] | None = None,
+        seed: int = 0,
     ) -> None:
         dataset = segmenter_trainer.data_loader.dataset
         if not isinstance(dataset, CacheDataset):
@@ -139,6 +155,12 @@ class MIPRAnnotationLoop:
         self.num_rounds = num_rounds
         self.num_classes = num_classes
         self.acceptance_dice = acceptance_dice
+        self.acceptance = acceptance
+        self.reconstruction_quantile = reconstruction_quantile
+        self.calibration_items = list(calibration_items)
+        self.new_layouts = new_layouts
+        self.truth = truth
+        self.seed = seed
         self.panel_items = list(panel_items)
         self.device = torch.device(device)
         # the states every round starts from: S is retrained from scratch on each round's data
@@ -167,8 +189,22 @@ class MIPRAnnotationLoop:
                 "(set labelled_fraction < 1, or unlabeled_dir)."
             )
         records = [self._train_segmenter(0, labelled, counts=None)]
+        max_error = None
         if self.num_rounds > 0:
             self._train_generator()
+            if self.acceptance != "segmenter" or self.calibration_items:  # logged whatever the rule
+                max_error = reconstruction_threshold(
+                    _unwrapped(self.generator),
+                    self.calibration_items,
+                    self.load,
+                    self.num_classes,
+                    self.reconstruction_quantile,
+                    self.device,
+                )
+                logger.info(
+                    f"reconstruction acceptance: mean |G(x, t) - x| <= {max_error:.4f} (quantile "
+                    f"{self.reconstruction_quantile} on {len(self.calibration_items)} held-out labelled pairs)"
+                )
         for k in range(1, self.num_rounds + 1):
             round_dir = self.work_dir / f"round{k}"
             if _is_main_process():
@@ -182,11 +218,18 @@ class MIPRAnnotationLoop:
                     self.num_classes,
                     self.acceptance_dice,
                     self.device,
+                    acceptance=self.acceptance,
+                    max_reconstruction_error=max_error,
+                    new_layouts=self.new_layouts,
+                    seed=self.seed + k,
+                    truth=self.truth,
                 )
                 self._save_panel(k)
             _barrier()
             pairs = read_json(round_dir / "datalist.json")
-            records.append(self._train_segmenter(k, labelled + pairs["training"], counts=pairs["counts"]))
+            record = self._train_segmenter(k, labelled + pairs["training"], counts=pairs["counts"])
+            record["max_reconstruction_error"] = max_error
+            records.append(record)
         if _is_main_process():
             save_state_atomic(self.segmenter, self.ckpt_dir / "model.pt")
             write_json_atomic(self.work_dir / "rounds.json", records)
@@ -197,7 +240,7 @@ class MIPRAnnotationLoop:
         record = {
             "round": k,
             "train_items": len(items),
-            "pairs": 0 if counts is None else counts["accepted"],
+            "pairs": 0 if counts is None else counts["accepted"] + counts.get("new_layouts", 0),
             "counts": counts,
         }
         path = self.round_model(k)
