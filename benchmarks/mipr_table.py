@@ -9,10 +9,14 @@ layout; seed 0):
 * "true labels": ``train.json`` with ``labelled_fraction`` 1 and ``num_rounds`` 0, as ``true_labels.json`` sets
   them (every training image with its true label: the paper's "doctors" row);
 * "labelled only": round 0 of the MIPR loop (S on the labelled images alone, the starting point);
+* "labelled only, steps of all rounds": the like-for-like control, S on the labelled images for the segmenter steps
+  of all MIPR's rounds together;
 * "MIPR round k": the loop's S after round k (labelled images + the pairs accepted in round k).
 
-G is trained once, in the first segmenter's loop, and reused by the second (it depends only on the labelled pairs
-and the seed). A rerun with the same ``--out`` skips every finished training and only re-evaluates.
+Every segmenter training takes the same steps per epoch (``--steps-per-epoch``, a sampler with replacement), so a
+row's model differs from another's by its training data, not by how long it trained. G is trained once, in the
+first segmenter's loop, and reused by the second (it depends only on the labelled pairs and the seed). A rerun
+with the same ``--out`` skips every finished training and only re-evaluates.
 
 Every workflow runs in-process through ``common.bundle.run_workflow``. Every model is evaluated by ``evaluate.json``
 on the same test images (Dice and pixel accuracy of the lesion, mean +- std over images, from
@@ -96,6 +100,15 @@ def run_segmenter(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         "discriminator_layers": args.discriminator_layers,
         "num_rounds": args.num_rounds,
         "seed": args.seed,
+        # equal segmenter steps for every row, whatever its training set (labelled, + pairs, or all true labels)
+        "train#dataloader#shuffle": False,
+        "train#dataloader#sampler": {
+            "_target_": "torch.utils.data.RandomSampler",
+            "data_source": "@train#dataset",
+            "replacement": True,
+            "num_samples": args.steps_per_epoch * args.batch_size,
+        },
+        "batch_size": args.batch_size,
     }
     rows = []
     run_dir = args.out / name
@@ -115,6 +128,27 @@ def run_segmenter(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
             "segmenter": name,
             "labels": "true labels",
             "pairs": rounds[0]["train_items"],
+            **metrics,
+            "seconds": round(time.perf_counter() - start),
+        }
+    )
+
+    start = time.perf_counter()
+    control_overrides = {  # the like-for-like control: labelled only, for the steps of all MIPR's rounds together
+        **common,
+        "num_rounds": 0,
+        "max_epochs": args.epochs * (args.num_rounds + 1),
+        "val_interval": args.epochs * (args.num_rounds + 1),
+        "ckpt_dir": str(run_dir / "control"),
+        "output_dir": str(run_dir / "control_outputs"),
+    }
+    run_workflow(BUNDLE, ["train.json"] + base, "train", **control_overrides)
+    metrics = _evaluate(base, control_overrides, run_dir / "control" / "model.pt", run_dir / "eval_control")
+    rows.append(
+        {
+            "segmenter": name,
+            "labels": "labelled only, steps of all rounds",
+            "pairs": 0,
             **metrics,
             "seconds": round(time.perf_counter() - start),
         }
@@ -161,7 +195,7 @@ def _markdown(rows: list[dict[str, Any]], schedule: str) -> str:
         counts = row.get("counts")
         pairs = (
             "-"
-            if row["labels"] == "labelled only"
+            if row["labels"].startswith("labelled only")
             else (f"{row['pairs']} / {counts['unlabelled']}" if counts else f"all {row['pairs']} (true)")
         )
         lines.append(
@@ -191,6 +225,13 @@ def main() -> None:
         help="S widths (config default: 32 64 128 256 512)",
     )
     parser.add_argument("--epochs", type=int, default=20, help="segmenter epochs per round (paper: 100)")
+    parser.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=10,
+        help="segmenter steps per epoch in every row (a sampler with replacement; 10: the true-label set at batch 8)",
+    )
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--generator-epochs", type=int, default=60, help="generator epochs (paper: 500)")
     parser.add_argument(
         "--generator-channels",
@@ -210,7 +251,9 @@ def main() -> None:
     schedule = (
         f"Demo lesions: {args.num_cases} images at {args.image_size}x{args.image_size}, fractions validation "
         f"{args.val_fraction} / test {args.test_fraction}, labelled {args.labelled_fraction} of the training images, "
-        f"seed {args.seed}; S widths {args.segmenter_channels}, {args.epochs} epochs per round, G "
+        f"seed {args.seed}; S widths {args.segmenter_channels}, {args.epochs} epochs of {args.steps_per_epoch} "
+        f"steps (batch {args.batch_size}) per round and for the true-label row, {args.epochs * (args.num_rounds + 1)} "
+        "for the control, G "
         f"{args.generator_epochs} epochs (widths "
         f"{args.generator_channels}, SPADE hidden {args.spade_hidden_channels}, D {args.discriminator_channels} x "
         f"{args.discriminator_layers} layers), {args.num_rounds} rounds. Dice and accuracy of the lesion class on "

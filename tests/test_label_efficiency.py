@@ -137,3 +137,24 @@ def test_quick_run_writes_tables_plot_and_resumes(tmp_path: Path):
     again = _run(tmp_path)  # resumable: finished runs with the same settings are skipped
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert again.stdout.count("skipped") == len(expected)
+
+
+def test_mipr_pair_diagnostics_apply_each_rule_to_the_same_scores(tmp_path: Path):
+    """Four scored pairs: S's check passes them all, G's reconstruction error only the two right ones; the report
+    gives each rule's accepted count and true Dice, and the rank correlations of the scores with the true Dice."""
+    pairs = [
+        {"source": "a", "dice": 0.95, "reconstruction_error": 0.01, "true_dice": 0.9},
+        {"source": "b", "dice": 0.97, "reconstruction_error": 0.02, "true_dice": 0.8},
+        {"source": "c", "dice": 0.99, "reconstruction_error": 0.20, "true_dice": 0.3},
+        {"source": "d", "dice": 0.92, "reconstruction_error": 0.30, "true_dice": 0.1},
+    ]
+    rejected = [{"source": "e", "dice": None, "true_dice": 0.0, "reason": "empty pseudo-label"}]
+    datalist = {"training": pairs, "rejected": rejected, "acceptance": "segmenter", "acceptance_dice": 0.9}
+    (tmp_path / "datalist.json").write_text(json.dumps(datalist))
+    out = le.mipr_pair_diagnostics(tmp_path, {"max_reconstruction_error": 0.05})
+    assert out["rules"]["segmenter"] == {"accepted": 4, "true_dice": 0.525}
+    assert out["rules"]["reconstruction"] == {"accepted": 2, "true_dice": 0.85}
+    assert out["rules"]["both"] == {"accepted": 2, "true_dice": 0.85}
+    assert out["rho_reconstruction"] == 1.0 and out["rho_check"] == 0.2
+    assert out["true_dice_all"] == 0.525  # the scored pairs; the empty pseudo-label has no check to rank
+    assert "reconstruction" not in le.mipr_pair_diagnostics(tmp_path, {"max_reconstruction_error": None})["rules"]
