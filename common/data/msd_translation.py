@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from common.atomic_write import publish_folder
+from common.transforms.intensity import NormaliseOverForeground
 
 __all__ = ["brats_half_slices", "lits_slices", "prepare_brats", "prepare_lits", "sample_by_position"]
 
@@ -48,14 +49,18 @@ def _load(path: Path) -> np.ndarray:
 
 
 def _normalise(volume: np.ndarray, statistics_mask: np.ndarray, keep_mask: np.ndarray, k: float = 5.0) -> np.ndarray:
-    """``(v - mean) / (k std)`` with one mean and std over the voxels of ``volume`` where ``statistics_mask`` is true
-    (both shaped like ``volume``, channels included), clipped to [-1, 1]; 0 where ``keep_mask`` (``volume``'s shape
-    without the channel axis) is false."""
-    values = volume[statistics_mask]
-    if not values.size:
+    """:class:`common.transforms.NormaliseOverForeground` on a channel-last ``(X, Y, Z, C)`` volume: one mean and std
+    over the voxels where ``statistics_mask`` (the volume's shape) is true, clipped to [-1, 1]; 0 where ``keep_mask``
+    (``(X, Y, Z)``) is false. A volume with no statistics voxel gives zeros."""
+    if not statistics_mask.any():
         return np.zeros_like(volume)
-    out = np.clip((volume - values.mean()) / (k * values.std() + 1e-8), -1.0, 1.0)
-    return out * keep_mask[..., None]
+    channels_first = torch.from_numpy(np.moveaxis(volume, -1, 0).copy())
+    out = NormaliseOverForeground(k=k, clip=(-1.0, 1.0))(
+        channels_first,
+        mask=torch.from_numpy(np.moveaxis(statistics_mask, -1, 0).copy()),
+        keep=torch.from_numpy(keep_mask[None].copy()),
+    )
+    return np.moveaxis(out.numpy(), 0, -1).astype(np.float32)
 
 
 def brats_half_slices(

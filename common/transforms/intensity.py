@@ -39,18 +39,31 @@ class NormaliseOverForeground(Transform):
         self.foreground_threshold = foreground_threshold
         self.eps = eps
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        """img: (C, *spatial). Returns a float32 tensor of the same shape (a MetaTensor stays one)."""
+    def __call__(
+        self, img: torch.Tensor, mask: torch.Tensor | None = None, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Normalise ``img`` ``(C, *spatial)``; returns a float32 tensor of the same shape (a MetaTensor stays one).
+
+        Args:
+            img: the image.
+            mask: boolean mask of the voxels whose mean and std are used, ``(C, *spatial)`` or ``(1, *spatial)``
+                (e.g. the liver in LiTS, Vorontsov et al.); ``None``: the ``foreground_threshold`` rule.
+            keep: boolean ``(1, *spatial)`` mask outside which the output is 0 (with ``mask`` given; without it, the
+                thresholded foreground is kept).
+        """
         data = torch.as_tensor(img, dtype=torch.float32)
-        if self.foreground_threshold is None:
+        if mask is not None:
+            mask = torch.as_tensor(mask, dtype=torch.bool).expand_as(data)
+        elif self.foreground_threshold is None:
             mask = torch.ones_like(data, dtype=torch.bool)
         else:
             mask = (data > self.foreground_threshold).any(dim=0, keepdim=True).expand_as(data)
+            keep = mask
         values = data[mask] if mask.any() else data.reshape(-1)
         mean, std = values.mean(), values.std(unbiased=False).clamp_min(self.eps)
         out = (data - mean) / (self.k * std)
-        if self.foreground_threshold is not None:
-            out = torch.where(mask, out, torch.zeros_like(out))
+        if keep is not None:
+            out = torch.where(torch.as_tensor(keep, dtype=torch.bool).expand_as(out), out, torch.zeros_like(out))
         if self.clip is not None:
             out = out.clamp(self.clip[0], self.clip[1])
         if isinstance(img, MetaTensor):
