@@ -45,6 +45,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from common.atomic_write import save_png_atomic
+
 __all__ = [
     "DEMO_TASKS",
     "ensure_demo_dataset",
@@ -148,7 +150,10 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
-    Image.fromarray(array).save(path)
+    """``array`` as a viewer shows it, ``(H, W)`` grey or ``(H, W, 3)`` RGB uint8, through the project's one PNG
+    writer (:func:`common.atomic_write.save_png_atomic`, which takes MONAI's ``(C, W, H)`` reading of the file)."""
+    pixels = array[..., None] if array.ndim == 2 else array
+    save_png_atomic(path, np.ascontiguousarray(np.moveaxis(pixels, -1, 0).swapaxes(1, 2)))
 
 
 def _save_jpeg(path: Path, array: np.ndarray) -> None:
