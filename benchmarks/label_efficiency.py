@@ -286,7 +286,19 @@ def _adversarial(c: RunContext) -> dict[str, Any]:
         "network_def#strides": [2] * (len(c.task.unet_channels) - 1),
         "semi_start_epoch": max(c.task.epochs // 4, 1),  # paper: 5k of 20k iterations
         "discriminator_channels": [64, 128, 256],  # four stride-2 layers: images of 16 px and more
+        # scores the pseudo-labels on the unlabelled images against their hidden labels each epoch; training never
+        # reads it (the unlabelled images all come from the "training" list of every task's dataset.json)
+        "diagnostic_truth": {
+            "_target_": "common.data.HiddenTruth",
+            "datalist_file": str(Path(c.data["dataset_dir"]) / "dataset.json"),
+            "num_classes": c.task.num_classes,
+        },
     }
+
+
+def _adversarial_control(c: RunContext) -> dict[str, Any]:
+    """The same recipe; no pseudo-labels to score (``supervised_only.json`` has no discriminator)."""
+    return {k: v for k, v in _adversarial(c).items() if k != "diagnostic_truth"}
 
 
 def _acwe(c: RunContext) -> dict[str, Any]:
@@ -449,7 +461,7 @@ ARMS: dict[str, Arm] = {
             ("train.json", "supervised_only.json"),
             "control",
             "low",
-            _adversarial,
+            _adversarial_control,
         ),
         Arm(
             "translation",
@@ -695,6 +707,9 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
             result["training_images"] = len(datalists["training"]) + len(datalists["unlabeled"])
         del workflow
         result["train_s"] = round(time.perf_counter() - start, 1)
+        quality = Path(spec["overrides"]["output_dir"]) / "pseudo_label_quality.json"
+        if spec["bundle"] == "adversarial_semi_seg" and quality.is_file():  # per epoch, against the hidden labels
+            result["pseudo_labels"] = json.loads(quality.read_text(encoding="utf-8"))
         eval_dir = run_dir / "eval"
         run_workflow(spec["bundle"], spec["eval_configs"], "eval", **spec["overrides"], eval_dir=str(eval_dir))
         if spec["bundle"] == "mipr_auto_annotation":  # round 0 too: MIPR's own equal-final-steps comparison
@@ -823,6 +838,10 @@ def _mean_sd(values: Sequence[float]) -> str:
     mean = sum(values) / len(values)
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
     return f"{mean:.3f} ± {sd:.3f}"
+
+
+def _rate(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def markdown(task: Task, rows: list[dict[str, Any]], command: str, machine: str, quick: bool) -> str:
@@ -954,6 +973,23 @@ def markdown(task: Task, rows: list[dict[str, Any]], command: str, machine: str,
             lines.append(
                 f"- `{arm}`, {k} labelled: last round - round 0 (the same run, equal final-model steps): "
                 f"{diff.mean:+.3f}, 95% CI of paired Δ {diff.interval_text()}, {_verdict(diff)} ({len(runs)} seeds)"
+            )
+    adversarial = [r for r in done if r["arm"] == "adversarial" and r.get("pseudo_labels")]
+    if adversarial:
+        lines += [
+            "",
+            "Adversarial pseudo-labels on the unlabelled training images against their hidden labels, after the last "
+            "epoch (coverage: share of the pixels with confidence > T_semi, which get a pseudo-label; precision: share "
+            "of those whose pseudo-label is right; then per epoch, coverage/precision):",
+            "",
+        ]
+        for r in sorted(adversarial, key=lambda r: (r["labelled"], r["seed"])):
+            last, epochs = r["pseudo_labels"][-1], r["pseudo_labels"]
+            lines.append(
+                f"- {r['labelled']} labelled, seed {r['seed']}: coverage {_rate(last['coverage'])}, precision "
+                f"{_rate(last['precision'])} (unconfident pixels right: {_rate(last['accuracy_unconfident'])}, "
+                f"Dice of S {_rate(last['dice'])}, {last['items']} images); per epoch "
+                + " ".join(f"{_rate(x['coverage'], 2)}/{_rate(x['precision'], 2)}" for x in epochs)
             )
     total = sum(r["wall_s"] for r in rows)
     lines += [

@@ -5,6 +5,7 @@ from .atomic_checkpoint import AtomicCheckpointSaver, AtomicDiskSaver
 from .foreground_phase import ForegroundPhaseHandler
 from .nonfinite import StopOnNonFiniteLoss
 from .panels import PanelSaver
+from .pseudo_label_quality import PseudoLabelQualityHandler
 from .resume import ResumableCheckpoint, epoch_checkpoints, latest_checkpoint
 from .segmentation_report import SegmentationReportHandler
 from .tensorboard import OptionalTensorBoardStatsHandler
@@ -16,6 +17,7 @@ __all__ = [
     "ForegroundPhaseHandler",
     "OptionalTensorBoardStatsHandler",
     "PanelSaver",
+    "PseudoLabelQualityHandler",
     "StopOnNonFiniteLoss",
     "TranslationPanelSaver",
     "ResumableCheckpoint",
