@@ -13,6 +13,7 @@ from common.engines.translation import MODES, TranslationTrainer
 from common.losses.gan import hinge_discriminator_loss, hinge_generator_loss
 from common.losses.soft_dice import soft_dice_loss
 from common.networks.translation import MultiScaleDiscriminator, TranslationSegNet
+from common.networks.translation_baseline import TranslationBaselineNet
 from common.networks.translation_blocks import Conv2dReflect, LayerNorm2d
 
 WIDTH = 0.125
@@ -28,7 +29,8 @@ WIDTH = 0.125
     ],
 )
 def test_output_shapes(size: str, shape: tuple[int, int], channels: int, code_hw: tuple[int, int]):
-    net = TranslationSegNet(channels, size, width=WIDTH, autoencoder_decoder=True)
+    net = TranslationSegNet(channels, size, width=WIDTH)
+    baseline = TranslationBaselineNet(channels, size, WIDTH, reconstruction_decoder=True)
     disc = MultiScaleDiscriminator(channels, size, width=WIDTH)
     x = torch.randn(2, channels, *shape)
     with torch.no_grad():
@@ -39,7 +41,8 @@ def test_output_shapes(size: str, shape: tuple[int, int], channels: int, code_hw
         assert healthy.shape == residual.shape == x.shape
         assert healthy.abs().max() <= 1 and residual.abs().max() <= 1  # tanh outputs
         assert net(x).shape == (2, 2, *shape)
-        assert net.autoencode(c, u, shape).shape == x.shape
+        assert baseline(x).shape == (2, 2, *shape)
+        assert baseline.autoencode(*baseline.encode(x)[:2], shape).shape == x.shape
         assert disc(x).shape == (2,)
 
 
@@ -132,11 +135,16 @@ def _loader(n: int, present: bool) -> DataLoader:
 )
 def test_trainer_modes_run_and_update(mode: str, directions: str):
     torch.manual_seed(0)
-    net = TranslationSegNet(1, "48x48", width=WIDTH, autoencoder_decoder=mode == "autoencoder")
+    baseline = mode != "translation"  # the baselines' network, as the authors' (test_translation_baselines.py)
+    net = (
+        TranslationBaselineNet(1, "48x48", WIDTH, mode == "autoencoder")
+        if baseline
+        else TranslationSegNet(1, "48x48", width=WIDTH)
+    )
     d_a, d_p = MultiScaleDiscriminator(1, width=WIDTH), MultiScaleDiscriminator(1, width=WIDTH)
     opt = torch.optim.Adam(net.parameters(), 1e-3, betas=(0.5, 0.999), weight_decay=1e-4, amsgrad=True)
     d_opt = torch.optim.Adam([*d_a.parameters(), *d_p.parameters()], 1e-3, amsgrad=True)
-    teacher = TranslationSegNet(1, "48x48", width=WIDTH) if mode == "mean_teacher" else None
+    teacher = TranslationBaselineNet(1, "48x48", WIDTH) if mode == "mean_teacher" else None
     before = [p.detach().clone() for p in net.encoder.parameters()]
     d_before = [p.detach().clone() for p in d_a.parameters()]
     trainer = TranslationTrainer(
@@ -295,7 +303,7 @@ def test_autoencoder_reconstruction_is_the_mean_over_present_and_absent_images()
     """As the authors' ae_segmentation.py (one L1 mean over the batch of P and A images): lambda_rec 1 weighs the
     same reconstruction error as theirs, not twice it."""
     torch.manual_seed(0)
-    net = TranslationSegNet(1, "48x48", width=WIDTH, autoencoder_decoder=True)
+    net = TranslationBaselineNet(1, "48x48", WIDTH, reconstruction_decoder=True)
     reference = copy.deepcopy(net)
     present, absent = _loader(2, True), _loader(2, False)
     trainer = TranslationTrainer(

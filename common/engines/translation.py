@@ -3,8 +3,9 @@ segmentation via image-to-image translation", MedIA 2022 (arXiv 1904.01636), and
 
 One iteration takes a batch of P images ("present": the target is visible; ``labelled`` flags the few with masks;
 the P loader drives the epoch) and, where the mode needs it, a batch of unpaired A images ("absent") from an endless
-iterator over the A loader. Modes (``mode`` x ``directions``), all over :class:`~common.networks.translation.
-TranslationSegNet`:
+iterator over the A loader. Modes (``mode`` x ``directions``); the translation modes run :class:`~common.networks.
+translation.TranslationSegNet`, the baselines (as the authors') :class:`~common.networks.translation_baseline.
+TranslationBaselineNet`, whose decoders are built as the common decoder (3x3, short skips, no spectral norm):
 
 * ``"translation"``, ``"both"`` (the proposed method, Sec. 3): generator step on
   ``lambda_adv * L_adv + lambda_rec * L_rec + lambda_cyc * L_cyc + lambda_lat * L_lat + lambda_seg * L_seg``, after
@@ -26,7 +27,7 @@ TranslationSegNet`:
 * ``"segmentation"``: the seg-only baseline, ``lambda_seg * L_seg`` on the labelled images only.
 * ``"autoencoder"``: the autoencoder baseline, ``lambda_seg * L_seg + lambda_rec * (|G_ae(E(x_P)) - x_P| +
   |G_ae(E(x_A)) - x_A|) / 2`` (the L1 mean over the P and A images, as the authors' ``ae_segmentation.py``) with the
-  decoder without long skips.
+  reconstruction decoder ``G_ae`` (no long skips).
 * ``"mean_teacher"``: ``lambda_seg * L_seg + lambda_consistency * MSE(sigmoid(S(x)), sigmoid(T(x)))`` over the
   unlabelled P images of the batch (the labelled ones only take ``L_seg``; A images are not used: the authors'
   ``mean_teacher_segmentation.py`` forwards them but takes the consistency over the P batch's unlabelled indices
@@ -59,8 +60,9 @@ from common.engines.utils import AmpTrainer, endless
 from common.losses.gan import hinge_discriminator_loss, hinge_generator_loss
 from common.losses.soft_dice import soft_dice_loss
 from common.networks.translation import TranslationSegNet
+from common.networks.translation_baseline import TranslationBaselineNet
 
-__all__ = ["DIRECTIONS", "HINGE_REDUCTIONS", "MODES", "TranslationTrainer"]
+__all__ = ["DIRECTIONS", "HINGE_REDUCTIONS", "MODES", "TranslationTrainer", "segmentation_parameter_groups"]
 
 MODES = ("translation", "segmentation", "autoencoder", "mean_teacher")
 HINGE_REDUCTIONS = ("element", "mean")  # the discriminators' hinge: per score-map element (authors), or on the mean
@@ -88,6 +90,21 @@ def _l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).abs().mean()
 
 
+def segmentation_parameter_groups(
+    network: TranslationSegNet | TranslationBaselineNet, segmentation_weight_decay: float
+) -> list[dict[str, Any]]:
+    """Optimiser parameter groups of ``network``: every parameter but the segmentation-only ones (the optimiser's
+    ``weight_decay``), then those of ``network.segmentation_parameters()`` with ``segmentation_weight_decay`` (0: no
+    decay). The authors' code (genseg ``utils/experiment.py``, ``--weight_decay 1e-4``) decays every parameter
+    alike, so the authors' setting is ``segmentation_weight_decay`` equal to ``weight_decay``."""
+    segmentation = network.segmentation_parameters()
+    ids = {id(p) for p in segmentation}
+    return [
+        {"params": [p for p in network.parameters() if id(p) not in ids]},
+        {"params": segmentation, "weight_decay": segmentation_weight_decay},
+    ]
+
+
 class TranslationTrainer(AmpTrainer):
     """Translation / segmentation training of Vorontsov et al. (2022) and its baselines as a MONAI ``Trainer``
     (module docstring: the modes and loss terms). Loss weights default to the authors' code (3, 50, 50, 1, 0.01).
@@ -97,8 +114,10 @@ class TranslationTrainer(AmpTrainer):
         max_epochs: epochs (passes over the P loader, or ``epoch_length`` iterations).
         train_data_loader: P batches ``{"image": (B, C, H, W), "label": (B, 1, H, W), "labelled": (B,)}``
             (``labelled`` 1 where the mask may be used; missing: all labelled).
-        network: the :class:`~common.networks.translation.TranslationSegNet` (generator and segmenter).
-        optimizer: optimiser of ``network`` (AMSGrad, betas (0.5, 0.999), lr 1e-3, weight decay 1e-4 in the paper).
+        network: the :class:`~common.networks.translation.TranslationSegNet` (generator and segmenter; translation
+            modes) or the :class:`~common.networks.translation_baseline.TranslationBaselineNet` (baseline modes).
+        optimizer: optimiser of ``network`` (AMSGrad, betas (0.5, 0.999), lr 1e-3, weight decay 1e-4 in the authors'
+            code; :func:`segmentation_parameter_groups` sets the segmentation-only parameters' decay apart).
         mode: one of :data:`MODES`.
         absent_data_loader: A batches ``{"image": (B', C, H, W)}`` (translation and autoencoder modes; the other
             modes do not draw from it).
@@ -127,7 +146,7 @@ class TranslationTrainer(AmpTrainer):
         device: str | torch.device,
         max_epochs: int,
         train_data_loader: DataLoader,
-        network: TranslationSegNet,
+        network: TranslationSegNet | TranslationBaselineNet,
         optimizer: Optimizer,
         mode: str = "translation",
         absent_data_loader: DataLoader | None = None,
@@ -162,8 +181,10 @@ class TranslationTrainer(AmpTrainer):
             raise ValueError("translation in both directions needs discriminator_p.")
         if mode == "mean_teacher" and teacher_network is None:
             raise ValueError("mode 'mean_teacher' needs teacher_network.")
-        if mode == "autoencoder" and network.autoencoder_decoder is None:
-            raise ValueError("mode 'autoencoder' needs a network built with autoencoder_decoder=True.")
+        if mode == "autoencoder" and getattr(network, "reconstruction_decoder", None) is None:
+            raise ValueError(
+                "mode 'autoencoder' needs a TranslationBaselineNet built with reconstruction_decoder=True."
+            )
         super().__init__(device, max_epochs, train_data_loader, decollate=False, **trainer_kwargs)
         self.network = network
         self.optimizer = optimizer

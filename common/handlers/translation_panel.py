@@ -9,6 +9,7 @@ from ignite.engine import Engine, Events
 from monai.utils.enums import CommonKeys as Keys
 
 from common.networks.translation import TranslationSegNet
+from common.networks.translation_baseline import TranslationBaselineNet
 from common.visualize import save_panel
 
 __all__ = ["TranslationPanelSaver"]
@@ -16,10 +17,12 @@ __all__ = ["TranslationPanelSaver"]
 
 class TranslationPanelSaver:
     """PNG panel of the first evaluated P images: input | healthy | residual | segmentation | truth, where healthy
-    ``G_com(c)`` and residual ``G_res(c, u)`` come from the translation P -> A (Vorontsov et al., Fig. 5-7).
+    ``G_com(c)`` and residual ``G_res(c, u)`` come from the translation P -> A (Vorontsov et al., Fig. 5-7). A
+    baseline network (no translation) gives input | segmentation | truth.
 
     Args:
-        network: the :class:`~common.networks.translation.TranslationSegNet` being evaluated.
+        network: the :class:`~common.networks.translation.TranslationSegNet` or
+            :class:`~common.networks.translation_baseline.TranslationBaselineNet` being evaluated.
         output_dir: folder of the PNG.
         filename: PNG file name.
         num_samples: rows.
@@ -29,7 +32,7 @@ class TranslationPanelSaver:
 
     def __init__(
         self,
-        network: TranslationSegNet,
+        network: TranslationSegNet | TranslationBaselineNet,
         output_dir: str,
         filename: str = "translation_panel.png",
         num_samples: int = 6,
@@ -54,14 +57,12 @@ class TranslationPanelSaver:
         if not items:
             return
         images = torch.stack([torch.as_tensor(item[Keys.IMAGE]) for item in items]).to(engine.state.device)
-        healthy, residual = self.network.translate(images)
+        translated = self.network.translate(images) if hasattr(self.network, "translate") else None
         for i, item in enumerate(items):
-            row = {
-                "input": images[i].cpu().numpy(),
-                "healthy": healthy[i].cpu().numpy(),
-                "residual": residual[i].cpu().numpy(),
-                "segmentation": (torch.as_tensor(item["prob"])[1] > self.threshold).float().cpu().numpy(),
-            }
+            row = {"input": images[i].cpu().numpy()}
+            if translated is not None:
+                row.update(healthy=translated[0][i].cpu().numpy(), residual=translated[1][i].cpu().numpy())
+            row["segmentation"] = (torch.as_tensor(item["prob"])[1] > self.threshold).float().cpu().numpy()
             if Keys.LABEL in item:
                 row["truth"] = torch.as_tensor(item[Keys.LABEL]).argmax(0).float().cpu().numpy()
             self.rows.append(row)

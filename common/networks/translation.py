@@ -198,6 +198,8 @@ class TranslationDecoder(nn.Module):
             skips (the autoencoder baseline's decoder).
         num_norm_sets: 1, or 2 for the residual decoder's translate / segment parameter sets.
         segmentation_head: build the ``"segment"`` head.
+        translation_head: build the ``"translate"`` output (norm -> ReLU -> conv -> tanh); False for a decoder that
+            only segments (the baselines', :mod:`common.networks.translation_baseline`).
         spectral_norm: spectrally normalise the convolutions (except the segmentation head's).
         segment_norm: ``"layer"`` (the second layer-norm set of ``num_norm_sets`` 2) or ``"adain"`` (needs
             ``segmentation_head``, ``num_norm_sets`` 1 and ``code_size``).
@@ -217,8 +219,11 @@ class TranslationDecoder(nn.Module):
         spectral_norm: bool = True,
         segment_norm: str = "layer",
         code_size: Sequence[int] | None = None,
+        translation_head: bool = True,
     ) -> None:
         super().__init__()
+        if not (translation_head or segmentation_head):
+            raise ValueError("a decoder needs translation_head or segmentation_head.")
         if segment_norm not in ("layer", "adain"):
             raise ValueError(f"segment_norm must be 'layer' or 'adain', got {segment_norm!r}.")
         if segment_norm == "adain" and (not segmentation_head or num_norm_sets != 1 or code_size is None):
@@ -233,7 +238,11 @@ class TranslationDecoder(nn.Module):
         self.long_skips = long_skips
         self.num_norm_sets = num_norm_sets
         self.out_norm = LayerNorm2d(widths[-1], num_norm_sets)
-        self.out_conv = Conv2dReflect(widths[-1], out_channels, kernel_size, spectral_norm=spectral_norm)
+        self.out_conv = (
+            Conv2dReflect(widths[-1], out_channels, kernel_size, spectral_norm=spectral_norm)
+            if translation_head
+            else None
+        )
         self.seg_conv = (
             Conv2dReflect(widths[-1], channels[-1], kernel_size, spectral_norm=False) if segmentation_head else None
         )
@@ -259,6 +268,8 @@ class TranslationDecoder(nn.Module):
             raise ValueError(f"mode must be 'translate' or 'segment', got {mode!r}.")
         if mode == "segment" and self.classifier is None:
             raise ValueError("this decoder has no segmentation head.")
+        if mode == "translate" and self.out_conv is None:
+            raise ValueError("this decoder has no translation head.")
         index = 1 if mode == "segment" and self.num_norm_sets > 1 else 0
         adain = self._adain_parameters(code) if mode == "segment" and self.adain is not None else None
         x = code
@@ -293,7 +304,6 @@ class TranslationSegNet(nn.Module):
         width: width multiplier of every layer (1.0 as the paper; smaller for CPU runs).
         separate_segmentation_decoder: the "sep dec" ablation: a separate decoder segments, ``G_res`` only
             translates.
-        autoencoder_decoder: add the autoencoder baseline's decoder ``G_ae`` (no long skips) on the whole code.
         spectral_norm: spectrally normalise the convolutions (all but the segmentation output conv and classifier).
         segment_norm: how ``G_res`` normalises in mode ``"segment"``: ``"layer"``, its second layer-norm parameter
             set (the method specification), or ``"adain"``, adaptive instance norm whose gains and biases an MLP
@@ -306,7 +316,6 @@ class TranslationSegNet(nn.Module):
         size: str = "48x48",
         width: float = 1.0,
         separate_segmentation_decoder: bool = False,
-        autoencoder_decoder: bool = False,
         spectral_norm: bool = True,
         segment_norm: str = "layer",
     ) -> None:
@@ -358,11 +367,6 @@ class TranslationSegNet(nn.Module):
             if separate_segmentation_decoder
             else None
         )
-        self.autoencoder_decoder = (
-            TranslationDecoder(bottleneck, dec_channels, in_channels, 3, True, None, spectral_norm=sn)
-            if autoencoder_decoder
-            else None
-        )
         self.unique_channels = unique
         kaiming_init(self)
 
@@ -388,11 +392,16 @@ class TranslationSegNet(nn.Module):
         decoder = self.segmentation_decoder or self.residual_decoder
         return decoder(torch.cat([c, u], dim=1), skips, out_size, "segment")
 
-    def autoencode(self, c: torch.Tensor, u: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:
-        """``G_ae(c, u)`` of the autoencoder baseline, ``(B, Cin, *out_size)``; no long skips."""
-        if self.autoencoder_decoder is None:
-            raise ValueError("built without autoencoder_decoder.")
-        return self.autoencoder_decoder(torch.cat([c, u], dim=1), [], out_size)
+    def segmentation_parameters(self) -> list[nn.Parameter]:
+        """The parameters that only the segmentation output uses: the head of ``G_res`` (output conv and classifier)
+        and, with ``segment_norm="adain"``, its AdaIN MLP; for the "sep dec" ablation the whole segmentation decoder.
+        The segment-mode layer-norm set of ``G_res`` is not among them: it shares its ``(2, C)`` tensors with the
+        translate-mode set, so an optimiser cannot treat it apart."""
+        if self.segmentation_decoder is not None:
+            return list(self.segmentation_decoder.parameters())
+        decoder = self.residual_decoder
+        modules = [decoder.seg_conv, decoder.classifier] + ([decoder.adain] if decoder.adain is not None else [])
+        return [p for m in modules for p in m.parameters()]
 
     def translate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """P -> A translation of ``(B, Cin, H, W)`` images: the healthy image ``G_com(c)`` and the residual
