@@ -18,7 +18,7 @@ Tasks (data prepared offline by ``common.data``; ``--task`` picks one):
 Arms (``ARMS``): ``unet`` (``supervised_seg``, the common reference, at every labelled amount); each
 semi-supervised method with its control, the same bundle and recipe with the unlabelled terms off
 (``adversarial`` / ``adversarial_control`` = ``supervised_only.json``, ``translation`` / ``translation_control`` =
-``seg_only.json``, ``mipr`` / ``mipr_control`` = round 0 alone trained for the steps of all rounds together,
+``no_translation.json``, ``mipr`` / ``mipr_control`` = round 0 alone trained for the steps of all rounds together,
 ``acwe_joint`` / ``acwe_joint_control`` = mode 4 with the ACWE term off); the label-free ``acwe_unsup`` (mode 1) and
 ``af_seg``, next to the classical methods a user would try first, ``otsu`` and ``chan_vese`` (the morphological
 Chan-Vese level set without erosion), at labelled amount 0. An arm that does not apply to a task is listed as n/a
@@ -146,6 +146,7 @@ TASKS: dict[str, Task] = {
         not_applicable={
             "translation": TRANSLATION_NA,
             "translation_control": TRANSLATION_NA,
+            "translation_seg_only": TRANSLATION_NA,
             "acwe_unsup": ACWE_NA,
             "acwe_joint": ACWE_NA,
             "acwe_joint_control": ACWE_NA,
@@ -166,7 +167,11 @@ TASKS: dict[str, Task] = {
         epochs=10,
         batch_size=8,
         unet_channels=(16, 32, 64, 128, 256),
-        not_applicable={"translation": TRANSLATION_NA, "translation_control": TRANSLATION_NA},
+        not_applicable={
+            "translation": TRANSLATION_NA,
+            "translation_control": TRANSLATION_NA,
+            "translation_seg_only": TRANSLATION_NA,
+        },
         many_objects=True,
         quick={"steps": 6, "epochs": 2, "image_size": 32},
     ),
@@ -400,7 +405,7 @@ class Arm:
         key, label: name in ``--arms`` and in the tables.
         bundle, configs: the bundle and its configs merged in order; ``bundle`` None for a classical method,
             computed in the child on the test images without training.
-        role: ``reference`` (the U-Net), ``method``, ``control``, ``label-free`` or ``classical``.
+        role: ``reference`` (the U-Net, the authors' baselines), ``method``, ``control``, ``label-free`` or ``classical``.
         control: a method's like-for-like control arm.
         labelled_amounts: which labelled amounts it runs at: ``"low"`` (those below all), ``"all"`` (every one,
             the ceiling included) or ``"none"`` (0: no label reaches training).
@@ -475,10 +480,19 @@ ARMS: dict[str, Arm] = {
         ),
         Arm(
             "translation_control",
-            "its segmentation path alone (translation_semi_seg seg_only.json)",
+            "its segmentation path alone (translation_semi_seg no_translation.json)",
+            "translation_semi_seg",
+            ("train.json", "no_translation.json"),
+            "control",
+            "low",
+            _translation,
+        ),
+        Arm(
+            "translation_seg_only",
+            "the authors' seg-only baseline (translation_semi_seg seg_only.json, 0.3.0)",
             "translation_semi_seg",
             ("train.json", "seg_only.json"),
-            "control",
+            "reference",
             "low",
             _translation,
         ),
