@@ -18,7 +18,7 @@ Tasks (data prepared offline by ``common.data``; ``--task`` picks one):
 Arms (``ARMS``): ``unet`` (``supervised_seg``, the common reference, at every labelled amount); each
 semi-supervised method with its control, the same bundle and recipe with the unlabelled terms off
 (``adversarial`` / ``adversarial_control`` = ``supervised_only.json``, ``translation`` / ``translation_control`` =
-``no_translation.json``, ``mipr`` / ``mipr_control`` = round 0 alone trained for the steps of all rounds together,
+``segmentation_path_only.json``, ``mipr`` / ``mipr_control`` = round 0 alone trained for the steps of all rounds together,
 ``acwe_joint`` / ``acwe_joint_control`` = mode 4 with the ACWE term off); the label-free ``acwe_unsup`` (mode 1) and
 ``af_seg``, next to the classical methods a user would try first, ``otsu`` and ``chan_vese`` (the morphological
 Chan-Vese level set without erosion), at labelled amount 0. An arm that does not apply to a task is listed as n/a
@@ -480,9 +480,9 @@ ARMS: dict[str, Arm] = {
         ),
         Arm(
             "translation_control",
-            "its segmentation path alone (translation_semi_seg no_translation.json)",
+            "its segmentation path alone (translation_semi_seg segmentation_path_only.json)",
             "translation_semi_seg",
-            ("train.json", "no_translation.json"),
+            ("train.json", "segmentation_path_only.json"),
             "control",
             "low",
             _translation,

@@ -17,7 +17,7 @@ from test_cluttered_mnist import write_small_mnist
 BUNDLE = "translation_semi_seg"
 CONFIGS = Path(__file__).resolve().parent.parent / "bundles" / BUNDLE / "configs"
 VARIANTS = ["seg_only.json", "ae_baseline.json", "mean_teacher.json", "sep_dec.json", "p_to_a_only.json"]
-VARIANTS += ["no_translation.json"]
+VARIANTS += ["no_translation.json", "segmentation_path_only.json"]
 
 
 @pytest.fixture(scope="module")
