@@ -18,9 +18,10 @@ Tasks (data prepared offline by ``common.data``; ``--task`` picks one):
 Arms (``ARMS``): ``unet`` (``supervised_seg``, the common reference, at every labelled amount); each
 semi-supervised method with its control, the same bundle and recipe with the unlabelled terms off
 (``adversarial`` / ``adversarial_control`` = ``supervised_only.json``, ``translation`` / ``translation_control`` =
-``segmentation_path_only.json``, ``mipr`` / ``mipr_control`` = round 0 alone trained for the steps of all rounds together,
-``acwe_joint`` / ``acwe_joint_control`` = mode 4 with the ACWE term off); the label-free ``acwe_unsup`` (mode 1) and
-``af_seg``, next to the classical methods a user would try first, ``otsu`` and ``chan_vese`` (the morphological
+``segmentation_path_only.json``, ``mipr`` and ``mipr_reconstruction`` / ``mipr_control`` = round 0 alone trained
+for the steps of all rounds together, ``acwe_joint`` / ``acwe_joint_control`` = mode 4 with the ACWE term off;
+``translation_seg_only``: the authors' seg-only baseline, a reference row); the label-free ``acwe_unsup`` (mode 1)
+and ``af_seg``, next to the classical methods a user would try first, ``otsu`` and ``chan_vese`` (the morphological
 Chan-Vese level set without erosion), at labelled amount 0. An arm that does not apply to a task is listed as n/a
 with the reason (``Task.not_applicable``).
 
@@ -405,7 +406,8 @@ class Arm:
         key, label: name in ``--arms`` and in the tables.
         bundle, configs: the bundle and its configs merged in order; ``bundle`` None for a classical method,
             computed in the child on the test images without training.
-        role: ``reference`` (the U-Net, the authors' baselines), ``method``, ``control``, ``label-free`` or ``classical``.
+        role: ``reference`` (the U-Net, the authors' baselines), ``method``, ``control``, ``label-free`` or
+            ``classical``.
         control: a method's like-for-like control arm.
         labelled_amounts: which labelled amounts it runs at: ``"low"`` (those below all), ``"all"`` (every one,
             the ceiling included) or ``"none"`` (0: no label reaches training).
