@@ -681,6 +681,14 @@ def mipr_pair_diagnostics(round_dir: Path, record: Mapping[str, Any]) -> dict[st
         "rho_reconstruction": _spearman([-p["reconstruction_error"] for p in scored], [p["true_dice"] for p in scored]),
         "rules": {},
     }
+    for name, part in (
+        ("wrong", [p for p in scored if p["true_dice"] < 0.5]),
+        ("right", [p for p in scored if p["true_dice"] > 0.8]),
+    ):
+        # do the scores tell a clearly wrong pseudo-label (true Dice < 0.5) from a right one (> 0.8)?
+        out[f"{name}_pairs"] = len(part)
+        for key in ("dice", "reconstruction_error"):
+            out[f"{key}_{name}"] = round(sum(p[key] for p in part) / len(part), 4) if part else None
     for rule in ACCEPTANCE_RULES:
         if rule != "segmenter" and max_error is None:
             continue
@@ -980,6 +988,13 @@ def markdown(task: Task, rows: list[dict[str, Any]], command: str, machine: str,
                         f"  - round {x['round']} pseudo-labels against their hidden truth: all {x['true_dice_all']}; "
                         f"{rules}; Spearman rho with the true Dice: S's check {x['rho_check']}, "
                         f"G's reconstruction {x['rho_reconstruction']}"
+                        + (
+                            f"; wrong (true Dice < 0.5, {x['wrong_pairs']}) / right (> 0.8, {x['right_pairs']}) "
+                            f"pseudo-labels: S's check {x['dice_wrong']} / {x['dice_right']}, G's error "
+                            f"{x['reconstruction_error_wrong']} / {x['reconstruction_error_right']}"
+                            if "wrong_pairs" in x
+                            else ""
+                        )
                     )
         for arm, k in sorted({(r["arm"], r["labelled"]) for r in mipr}):
             runs = [r for r in mipr if r["labelled"] == k and r["arm"] == arm]

@@ -156,5 +156,7 @@ def test_mipr_pair_diagnostics_apply_each_rule_to_the_same_scores(tmp_path: Path
     assert out["rules"]["reconstruction"] == {"accepted": 2, "true_dice": 0.85}
     assert out["rules"]["both"] == {"accepted": 2, "true_dice": 0.85}
     assert out["rho_reconstruction"] == 1.0 and out["rho_check"] == 0.2
+    assert (out["wrong_pairs"], out["right_pairs"]) == (2, 1)  # c, d below 0.5; a above 0.8 (b is 0.8)
+    assert out["reconstruction_error_wrong"] == 0.25 and out["reconstruction_error_right"] == 0.01
     assert out["true_dice_all"] == 0.525  # the scored pairs; the empty pseudo-label has no check to rank
     assert "reconstruction" not in le.mipr_pair_diagnostics(tmp_path, {"max_reconstruction_error": None})["rules"]
