@@ -1,0 +1,1 @@
+"""Tasks of the label-efficient MONAI Label app (``monailabel_app/main.py``)."""

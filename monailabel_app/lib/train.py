@@ -1,0 +1,122 @@
+"""Training through MONAI Label with what each method needs: the final labels *and* the unlabelled images.
+
+MONAI Label's ``BundleTrainTask`` hands a bundle only the images with a final label (``train#dataset#data``,
+``validate#dataset#data``), so label-free bundles cannot train and semi-supervised ones train without their
+unlabelled data. This task keeps its split of the labelled images (``val_split``) and writes them, with every image
+of the datastore that has no final label, into a datalist file in the bundle's own layout, which the bundle reads
+exactly as a command-line run does (``datalist_file``; ``common.data.prepare_datalists``):
+
+- ``training``: the labelled images (or, when none has a final label, the unlabelled images: the label-free path of
+  ``af_seg`` and ``acwe_unsup_seg``);
+- ``validation``: the labelled images held out by ``val_split``;
+- ``unlabeled``: the images without a final label (pre-annotations, tag ``original``, do not count as labels).
+
+The bundle's own splits are switched off (``val_fraction``, ``test_fraction`` 0, ``labelled_fraction`` 1), so every
+final label trains or validates. A request may also carry ``"overrides": {config id: value}`` (plain JSON values; no
+``$``/``@``/``%`` expressions over HTTP), e.g. ``{"overrides": {"unlabeled_batch_size": 2}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from monailabel.interfaces.datastore import Datastore
+from monailabel.tasks.train.bundle import BundleTrainTask
+
+from common.atomic_write import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+DATALIST_NAME = "monailabel_datalist.json"
+EXPRESSION_PREFIXES = ("$", "@", "%")
+
+
+def check_plain(value: Any, where: str) -> None:
+    """Raise ``ValueError`` if ``value`` holds a string that MONAI's config parser would evaluate or reference."""
+    if isinstance(value, str) and value.startswith(EXPRESSION_PREFIXES):
+        raise ValueError(f"override {where}: expressions and references ({value[:20]!r}) are not accepted over HTTP.")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            check_plain(key, where)
+            check_plain(item, f"{where}#{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_plain(item, f"{where}#{i}")
+
+
+def build_datalist(
+    labelled_train: list[dict], labelled_val: list[dict] | None, unlabelled: list[dict]
+) -> dict[str, list[dict]]:
+    """The datalist handed to the bundle: labelled training and validation items, and the unlabelled images (as the
+    training list when no image has a final label, the label-free layout of ``common.data.prepare_datalists``)."""
+    if not labelled_train and not labelled_val:
+        return {"training": list(unlabelled), "validation": [], "unlabeled": []}
+    return {"training": list(labelled_train), "validation": list(labelled_val or []), "unlabeled": list(unlabelled)}
+
+
+class LabelEfficientTrainTask(BundleTrainTask):
+    """``BundleTrainTask`` that also passes the datastore's unlabelled images to the bundle (see the module docs).
+
+    Args:
+        path: the bundle folder.
+        conf: the app's ``--conf`` settings.
+        kwargs: passed to ``BundleTrainTask``.
+    """
+
+    def __init__(self, path: str, conf: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(path, conf, **kwargs)
+        self._datastore: Datastore | None = None
+        self._request: dict = {}
+
+    def config(self) -> dict[str, Any]:
+        options = super().config()
+        options["use_unlabeled"] = True
+        return options
+
+    def __call__(self, request: dict, datastore: Datastore) -> dict:
+        self._datastore, self._request = datastore, request
+        try:
+            return super().__call__(request, datastore)
+        finally:
+            self._datastore, self._request = None, {}
+
+    def unlabelled_items(self) -> list[dict]:
+        """``{"image": path}`` for every image of the datastore without a final label, sorted by image id."""
+        if self._datastore is None or not self._request.get("use_unlabeled", True):
+            return []
+        ids = sorted(self._datastore.get_unlabeled_images())
+        return [{"image": self._datastore.get_image_uri(i)} for i in ids]
+
+    def _update_overrides(self, overrides: dict) -> dict:
+        train = overrides.pop(self.const.key_train_dataset_data(), [])
+        val = overrides.pop(self.const.key_validate_dataset_data(), None)
+        unlabelled = self.unlabelled_items()
+        datalist = build_datalist(train, val, unlabelled)
+        folder = os.path.join(self.bundle_path, "outputs")
+        path = os.path.join(folder, DATALIST_NAME)
+        write_json_atomic(path, datalist)
+        logger.info(
+            f"Datalist for {os.path.basename(self.bundle_path)}: {len(train)} labelled for training, "
+            f"{len(val or [])} for validation, {len(unlabelled)} unlabelled images -> {path}"
+        )
+        overrides.update(
+            {
+                "dataset_dir": folder,
+                "datalist_file": path,
+                "val_fraction": 0.0,
+                "test_fraction": 0.0,
+                "labelled_fraction": 1.0,
+            }
+        )
+        extra = self._request.get("overrides") or {}
+        if not isinstance(extra, Mapping):
+            raise ValueError(f"'overrides' must be an object of config id -> value, got {type(extra).__name__}.")
+        for key, value in extra.items():
+            check_plain(value, key)
+            if key not in self.bundle_config:
+                raise ValueError(f"override {key}: no such config id in {self.bundle_config_path}.")
+            overrides[key] = value
+        return overrides

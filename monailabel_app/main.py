@@ -1,0 +1,91 @@
+"""A MONAI Label app for this collection: every bundle serves masks, and every bundle trains through the server on
+what its method needs, the final labels and the images nobody has labelled yet (``lib/train.py``).
+
+Start it from the repository root, in the server's environment (docs/monailabel.md)::
+
+    monailabel start_server --app monailabel_app --studies /data/images --conf models af_seg,adversarial_semi_seg
+
+Settings (``--conf key value``):
+
+- ``models``: the bundles to serve, comma-separated folder names (default ``all``);
+- ``bundles_dir``: where they are (default: the repository's ``bundles/`` next to this app), used in place, so
+  training writes ``models/model.pt`` into the served bundle and the next inference uses it;
+- ``skip_trainers``: ``true`` serves inference only.
+
+A bundle without ``models/model.pt`` is trainable but not served for inference until the server is restarted after
+its first training. Batch pre-annotation of the unlabelled images is MONAI Label's own batch inference
+(``POST /batch/infer/<model>?images=unlabeled``), which stores each mask as a non-final label (tag ``original``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import monailabel
+from lib.bundles import bundle_folders
+from lib.train import LabelEfficientTrainTask
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.scoring import ScoringMethod
+from monailabel.interfaces.tasks.strategy import Strategy
+from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.tasks.activelearning.first import First
+from monailabel.tasks.activelearning.random import Random
+from monailabel.tasks.infer.bundle import BundleInferTask
+from monailabel.utils.others.generic import strtobool
+
+logger = logging.getLogger(__name__)
+
+
+class LabelEfficientApp(MONAILabelApp):
+    """Serves the bundles of ``bundles_dir`` (see the module docs) for inference, training and pre-annotation.
+
+    Args:
+        app_dir: this folder.
+        studies: the image folder (MONAI Label's datastore).
+        conf: the ``--conf`` settings.
+    """
+
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        self.bundles = bundle_folders(app_dir, conf)
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name=f"Label-efficient segmentation bundles (MONAI Label {monailabel.__version__})",
+            description="Label-free and semi-supervised segmentation bundles: pre-annotate, correct, retrain",
+            version=monailabel.__version__,
+        )
+
+    def init_infers(self) -> dict[str, InferTask]:
+        infers: dict[str, InferTask] = {}
+        for name, path in self.bundles.items():
+            if not os.path.isfile(os.path.join(path, "configs", "inference.json")):
+                continue
+            task = BundleInferTask(path, self.conf)
+            if task.is_valid():
+                infers[name] = task
+            else:
+                logger.warning(f"{name}: no {os.path.join(path, 'models', 'model.pt')}; not served for inference")
+        return infers
+
+    def init_trainers(self) -> dict[str, TrainTask]:
+        trainers: dict[str, TrainTask] = {}
+        if strtobool(self.conf.get("skip_trainers", "false")):
+            return trainers
+        for name, path in self.bundles.items():
+            task = LabelEfficientTrainTask(path, self.conf)
+            if not task.is_valid():
+                continue
+            if "datalist_file" not in task.bundle_config:  # its train.json does not read a datalist (own data only)
+                logger.warning(f"{name}: its train.json has no datalist_file; trained from the command line only")
+                continue
+            trainers[name] = task
+        return trainers
+
+    def init_strategies(self) -> dict[str, Strategy]:
+        return {"random": Random(), "first": First()}
+
+    def init_scoring_methods(self) -> dict[str, ScoringMethod]:
+        return {}
