@@ -10,7 +10,10 @@ Settings (``--conf key value``):
 - ``models``: the bundles to serve, comma-separated folder names (default ``all``);
 - ``bundles_dir``: where they are (default: the repository's ``bundles/`` next to this app), used in place, so
   training writes ``models/model.pt`` into the served bundle and the next inference uses it;
-- ``skip_trainers``: ``true`` serves inference only.
+- ``skip_trainers``: ``true`` serves inference only;
+- ``epistemic_model``: a served bundle whose network takes ``dropout`` (the U-Net bundles): MC-dropout scoring of the
+  unlabelled images (``POST /scoring/epistemic``) and the strategy ``epistemic``, most uncertain image first
+  (``lib/scoring.py``; ``epistemic_dropout`` 0.2, ``epistemic_simulation_size`` 5, ``epistemic_max_samples`` 0: all).
 
 A bundle without ``models/model.pt`` is trainable but not served for inference until the server is restarted after
 its first training. Batch pre-annotation of the unlabelled images is MONAI Label's own batch inference
@@ -24,12 +27,14 @@ import os
 
 import monailabel
 from lib.bundles import bundle_folders
+from lib.scoring import scoring_method
 from lib.train import LabelEfficientTrainTask
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.tasks.activelearning.epistemic import Epistemic
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 from monailabel.tasks.infer.bundle import BundleInferTask
@@ -85,7 +90,16 @@ class LabelEfficientApp(MONAILabelApp):
         return trainers
 
     def init_strategies(self) -> dict[str, Strategy]:
-        return {"random": Random(), "first": First()}
+        strategies: dict[str, Strategy] = {"random": Random(), "first": First()}
+        if self.conf.get("epistemic_model"):
+            strategies["epistemic"] = Epistemic()
+        return strategies
 
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:
-        return {}
+        name = self.conf.get("epistemic_model")
+        if not name:
+            return {}
+        if name not in self.bundles:
+            raise ValueError(f"epistemic_model {name} is not one of the served bundles {list(self.bundles)}")
+        method = scoring_method(self.bundles[name], self.conf)
+        return {"epistemic": method} if method is not None else {}

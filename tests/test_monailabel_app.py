@@ -16,7 +16,9 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import time
+import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ from test_monailabel import (
     REPO,
     SERVER_PYTHON,
     SETUP_HINT,
+    START_TIMEOUT,
     TRAIN_TIMEOUT,
     Server,
     _add_bundle,
@@ -38,6 +41,7 @@ from test_monailabel import (
 APP_BUNDLES = ["adversarial_semi_seg", "af_seg"]
 NUM_IMAGES = 5
 LABELLED = ["img0", "img1"]
+EPISTEMIC_BUNDLE = "adversarial_semi_seg"  # a U-Net: takes a dropout rate
 SIZE = (48, 56)  # (height, width)
 # tiny trainings: one epoch, small patches, a few prior steps (architectures unchanged: inference loads the weights)
 AF_SEG_OVERRIDES = {
@@ -56,11 +60,34 @@ ADVERSARIAL_OVERRIDES = {
 
 
 class AppServer(Server):
-    """``Server`` started with the repository's app (copied to ``root/monailabel_app``) instead of ``monaibundle``."""
+    """``Server`` started with the repository's app (copied to ``root/monailabel_app``) instead of ``monaibundle``,
+    with the app's own ``--conf`` settings ``conf``."""
 
-    def __init__(self, root: Path, port: int, models: list[str]) -> None:
+    def __init__(self, root: Path, port: int, models: list[str], conf: dict[str, str]) -> None:
         super().__init__(root, port, models)
         self.app = root / "monailabel_app"
+        self.conf = conf
+
+    def start(self, env: dict[str, str]) -> None:
+        """Start as ``Server.start`` does, with ``--conf`` from ``self.conf`` (its own are the monaibundle app's)."""
+        cmd = [str(SERVER_PYTHON), "-m", "monailabel.main", "start_server", "--app", str(self.app)]
+        cmd += ["--studies", str(self.studies), "--host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1]]
+        for key, value in {"models": ",".join(self.models), **self.conf}.items():
+            cmd += ["--conf", key, value]
+        self._log = open(self.log_path, "w", encoding="utf-8")
+        self.process = subprocess.Popen(
+            cmd, cwd=self.root, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"MONAI Label server exited with {self.process.returncode}" + self.log_tail())
+            try:
+                self.get("/info/", timeout=5)
+                return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(1)
+        raise RuntimeError(f"MONAI Label server did not answer within {START_TIMEOUT} s" + self.log_tail())
 
     def train(self, model: str, params: dict) -> dict:
         """Start a training over HTTP and wait for its end; returns the final status (asserted ``DONE``)."""
@@ -112,8 +139,11 @@ def app_server(tmp_path_factory):
         "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
         "PYTHONWARNINGS": "ignore",
         "MONAI_LABEL_SESSION_PATH": str(root / "sessions"),
+        "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",  # score when the test asks, not after every training/next sample
     }
-    srv = AppServer(root, _free_port(), APP_BUNDLES)
+    srv = AppServer(
+        root, _free_port(), APP_BUNDLES, {"epistemic_model": EPISTEMIC_BUNDLE, "epistemic_simulation_size": "4"}
+    )
     try:
         srv.start(env)
         yield srv
@@ -190,3 +220,26 @@ def test_batch_preannotation_of_every_unlabelled_image(app_server: AppServer):
     stats = app_server.get("/datastore/")
     assert stats["label_tags"] == {"final": len(final), "original": len(unlabelled)}, stats
     assert stats["completed"] == len(final), stats  # pre-annotations are not final labels
+
+
+def test_epistemic_scoring_and_most_uncertain_image_first(app_server: AppServer):
+    final = {p.name.split(".")[0] for p in (app_server.studies / "labels" / "final").glob("*")}
+    unlabelled = sorted({f"img{i}" for i in range(NUM_IMAGES)} - final)
+    info = app_server.get("/info/")
+    assert "epistemic" in info["scoring"] and "epistemic" in info["strategies"], app_server.log_tail()
+    params = {"device": "cpu", "max_workers": 1}
+    content, _ = app_server.request("POST", "/scoring/epistemic", query={"run_sync": "true"}, body=params)
+    summary = json.loads(content)
+    assert summary["total"] == len(unlabelled) and summary["executed"] == len(unlabelled), summary
+    scores = {}
+    for image_id in unlabelled:
+        image_info = app_server.get("/datastore/image/info", image=image_id)
+        scores[image_id] = image_info["epistemic_entropy"]
+        assert -1e-6 <= image_info["epistemic_mutual_information"] <= scores[image_id] + 1e-6, image_info
+    assert all(0.0 < s <= np.log(3) for s in scores.values()), scores  # 3 classes: at most ln 3 nats
+    assert len(set(scores.values())) == len(scores), scores  # dropout passes differ per image
+    served = []
+    for _ in unlabelled:
+        sample = json.loads(app_server.request("POST", "/activelearning/epistemic", body={})[0])
+        served.append(sample["id"])
+    assert served == sorted(scores, key=scores.get, reverse=True), (served, scores)
