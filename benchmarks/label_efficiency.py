@@ -966,7 +966,7 @@ def markdown(task: Task, rows: list[dict[str, Any]], command: str, machine: str,
     na = [(a, task.not_applicable[a]) for a in order if a in task.not_applicable]
     if na:
         lines += ["", "Not applicable here:", ""] + [f"- {ARMS[a].label} (`{a}`): n/a, {why}." for a, why in na]
-    mipr = [r for r in done if r["arm"].startswith("mipr") and r.get("rounds")]
+    mipr = [r for r in done if r["arm"].startswith("mipr") and ARMS[r["arm"]].role == "method" and r.get("rounds")]
     if mipr:
         lines += [
             "",
