@@ -15,9 +15,10 @@ Settings (``--conf key value``):
   unlabelled images (``POST /scoring/epistemic``) and the strategy ``epistemic``, most uncertain image first
   (``lib/scoring.py``; ``epistemic_dropout`` 0.2, ``epistemic_simulation_size`` 5, ``epistemic_max_samples`` 0: all).
 
-A bundle without ``models/model.pt`` is trainable but not served for inference until the server is restarted after
-its first training. Batch pre-annotation of the unlabelled images is MONAI Label's own batch inference
-(``POST /batch/infer/<model>?images=unlabeled``), which stores each mask as a non-final label (tag ``original``).
+A bundle without ``models/model.pt`` (a fresh checkout: weights are not in git) is trainable, and is served for
+inference as soon as a training has written its ``models/model.pt``. Batch pre-annotation of the unlabelled images
+is MONAI Label's own batch inference (``POST /batch/infer/<model>?images=unlabeled``), which stores each mask as a
+non-final label (tag ``original``).
 """
 
 from __future__ import annotations
@@ -65,15 +66,34 @@ class LabelEfficientApp(MONAILabelApp):
 
     def init_infers(self) -> dict[str, InferTask]:
         infers: dict[str, InferTask] = {}
+        self._add_trained_infers(infers)
+        for name in self.bundles:
+            if name not in infers:
+                logger.warning(f"{name}: no models/model.pt yet; served for inference once a training has written it")
+        return infers
+
+    def _add_trained_infers(self, infers: dict[str, InferTask]) -> None:
+        """Add an inference task for every bundle that has an inference config and ``models/model.pt`` but no task
+        yet (so a bundle trained through the server for the first time serves masks without a restart)."""
         for name, path in self.bundles.items():
-            if not os.path.isfile(os.path.join(path, "configs", "inference.json")):
+            ready = os.path.isfile(os.path.join(path, "configs", "inference.json")) and os.path.isfile(
+                os.path.join(path, "models", "model.pt")
+            )
+            if name in infers or not ready:
                 continue
             task = BundleInferTask(path, self.conf)
             if task.is_valid():
                 infers[name] = task
-            else:
-                logger.warning(f"{name}: no {os.path.join(path, 'models', 'model.pt')}; not served for inference")
-        return infers
+                logger.info(f"+++ Serving {name} for inference")
+
+    def info(self) -> dict:
+        self._add_trained_infers(self._infers)
+        return super().info()
+
+    def infer(self, request: dict, datastore=None) -> dict:
+        if request.get("model") not in self._infers:
+            self._add_trained_infers(self._infers)
+        return super().infer(request, datastore)
 
     def init_trainers(self) -> dict[str, TrainTask]:
         trainers: dict[str, TrainTask] = {}

@@ -38,7 +38,8 @@ from test_monailabel import (
     _free_port,
 )
 
-APP_BUNDLES = ["adversarial_semi_seg", "af_seg"]
+APP_BUNDLES = ["acwe_unsup_seg", "adversarial_semi_seg", "af_seg"]
+UNTRAINED = "acwe_unsup_seg"  # served without models/model.pt: trainable, then served for inference
 NUM_IMAGES = 5
 LABELLED = ["img0", "img1"]
 EPISTEMIC_BUNDLE = "adversarial_semi_seg"  # a U-Net: takes a dropout rate
@@ -51,6 +52,7 @@ AF_SEG_OVERRIDES = {
     "background#dsp_max_steps": 3,
     "coarse#level_set_iterations": 20,
 }
+ACWE_OVERRIDES = {"patch_size": [32, 32], "val_interval": 1, "batch_size": 4}
 ADVERSARIAL_OVERRIDES = {
     "val_interval": 1,
     "batch_size": 1,
@@ -127,6 +129,7 @@ def app_server(tmp_path_factory):
     )
     for bundle in APP_BUNDLES:
         _add_bundle(bundle, root / "bundles")
+    (root / "bundles" / UNTRAINED / "models" / "model.pt").unlink()
     (root / "studies").mkdir()
     (root / "masks").mkdir()
     for i in range(NUM_IMAGES):
@@ -153,7 +156,7 @@ def app_server(tmp_path_factory):
 
 def test_app_serves_the_bundles_folder(app_server: AppServer):
     info = app_server.get("/info/")
-    assert sorted(info["models"]) == APP_BUNDLES, app_server.log_tail()
+    assert sorted(info["models"]) == [b for b in APP_BUNDLES if b != UNTRAINED], app_server.log_tail()
     assert sorted(info["trainers"]) == APP_BUNDLES, app_server.log_tail()
     stats = app_server.get("/datastore/")
     assert stats["total"] == NUM_IMAGES and stats["completed"] == 0, stats
@@ -173,6 +176,18 @@ def test_af_seg_trains_without_labels_then_infers(app_server: AppServer, tmp_pat
     out.write_bytes(app_server.infer("af_seg", "img3"))
     with Image.open(out) as mask:
         _check_mask("af_seg", np.asarray(mask), SIZE, app_server)
+
+
+def test_acwe_unsup_seg_trains_without_labels_and_is_then_served(app_server: AppServer, tmp_path: Path):
+    assert UNTRAINED not in app_server.get("/info/")["models"]
+    params = {"max_epochs": 1, "val_split": 0.2, "multi_gpu": False, "device": "cpu", "overrides": ACWE_OVERRIDES}
+    app_server.train(UNTRAINED, params)
+    assert (app_server.root / "bundles" / UNTRAINED / "models" / "model.pt").is_file()
+    assert UNTRAINED in app_server.get("/info/")["models"], app_server.log_tail()  # no restart needed
+    out = tmp_path / "mask.png"
+    out.write_bytes(app_server.infer(UNTRAINED, "img3"))
+    with Image.open(out) as mask:
+        _check_mask(UNTRAINED, np.asarray(mask), SIZE, app_server)
 
 
 def test_adversarial_semi_seg_trains_on_labels_and_unlabelled_images(app_server: AppServer):
