@@ -4,14 +4,14 @@
         [--trainers NAME ...] [--no-variants] [--profile NAME ...] [--top 25] [--json FILE]
 
 For each trainer (``SupervisedTrainer`` of supervised_seg, ``ActiveContourTrainer`` of acwe_unsup_seg,
-``AdversarialSemiTrainer`` of adversarial_semi_seg, ``TranslationTrainer`` of translation_semi_seg, ``AFSegTrainer``
-of af_seg, ``PixelRearrangementTrainer`` of mipr_auto_annotation) the trainer is instantiated from the bundle's
-``train.json`` with ``monai.bundle.ConfigParser`` (networks, optimisers, losses, inferer, loss weights, the trainer's
-own post-processing / metrics / ``decollate`` exactly as configured), with small demo sizes (the overrides in
-``CASES``, as ``benchmarks/run_demo.py``), the CPU as device, ``amp`` off, the train handlers (checkpoints,
-validation, logging) removed and the data loaders replaced by ``iterations`` batches drawn once beforehand (seeded
-random tensors of the bundle's shapes, dtypes and value ranges, held in memory). One extra row: ``SupervisedTrainer``
-without post-processing, train metric and decollation (the engine alone, as ``benchmarks/speed.py``).
+``AdversarialSemiTrainer`` of adversarial_semi_seg, ``TranslationModelTrainer`` of translation_semi_seg,
+``AFSegTrainer`` of af_seg, ``PixelRearrangementTrainer`` of mipr_auto_annotation) the trainer is instantiated from the
+bundle's ``train.json`` with ``monai.bundle.ConfigParser`` (networks, optimisers, losses, inferer, loss weights, the
+trainer's own post-processing / metrics / ``decollate`` exactly as configured), with small demo sizes (the overrides in
+``CASES``, as ``benchmarks/run_demo.py``), the CPU as device, ``amp`` off, the train handlers (checkpoints, validation,
+logging) removed and the data loaders replaced by ``iterations`` batches drawn once beforehand (seeded random tensors of
+the bundle's shapes, dtypes and value ranges, held in memory). One extra row: ``SupervisedTrainer`` without
+post-processing, train metric and decollation (the engine alone, as ``benchmarks/speed.py``).
 
 The bare loop is written from the trainer's ``_iteration``: the same network, optimiser and loss objects (taken from
 the trainer), the same forward passes, loss terms, backward passes and optimiser steps in the same order, on the same
@@ -182,7 +182,7 @@ def adversarial_bare(tr: Any, batches: Batches, ctx: dict[str, Any]) -> None:
         opt_d.step()
 
 
-# --- TranslationTrainer (translation_semi_seg) -------------------------------------------------------------------
+# --- TranslationModelTrainer (translation_semi_seg) --------------------------------------------------------------
 
 
 def translation_batches(n: int, g: torch.Generator) -> Batches:
@@ -198,7 +198,7 @@ def translation_batches(n: int, g: torch.Generator) -> Batches:
 
 
 def translation_bare(tr: Any, batches: Batches, ctx: dict[str, Any]) -> None:
-    """``TranslationTrainer._iteration`` in mode "translation", directions "both", without amp: the generator terms
+    """``TranslationModelTrainer._iteration`` (its base's), directions "both", without amp: the generator terms
     (the engine's ``_translation_terms``: only the loop around them is bare), then one discriminator step on this
     iteration's fakes, then the generator's adversarial term against the updated discriminators and one
     generator/segmenter step (the weights as the trainer holds them, ``lambda_sum`` applied)."""
@@ -397,7 +397,7 @@ CASES = [
         },
     ),
     Case(
-        "TranslationTrainer",
+        "TranslationModelTrainer",
         "translation_semi_seg",
         "proposed model (translation, both directions), width 0.25; batch 10 P (2 labelled) + 10 A x 48x48",
         {},

@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/translation_cost.py [--width 1.0] [--iterations 6]
         [--discriminator-channels 128 256 512] [--out /tmp/translation_cost]
 
-Runs ``iterations`` iterations of the bundle's ``TranslationTrainer`` (48x48 cluttered MNIST, batch 10 P + 10 A,
+Runs ``iterations`` iterations of the bundle's ``TranslationModelTrainer`` (48x48 cluttered MNIST, batch 10 P + 10 A,
 the spec's width 1 by default) on 200 generated training images and prints the process CPU time of each iteration
 and the median of all but the first (warm-up). Process CPU time on one thread is less sensitive to other jobs on a
 shared machine than wall time, but still varies with the load (caches, memory bandwidth).

@@ -1,4 +1,4 @@
-"""Unit tests of the translation networks, losses and trainer modes (Vorontsov et al. 2022)."""
+"""Unit tests of the translation networks, losses and trainers (Vorontsov et al. 2022)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import copy
 
 import pytest
 import torch
+from ignite.handlers import EMAHandler
 from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
-from common.engines.translation import MODES, TranslationTrainer
+from common.engines.translation import TranslationModelTrainer
+from common.engines.translation_baselines import AutoencoderTrainer, MeanTeacherTrainer, SegmentationOnlyTrainer
 from common.losses.gan import hinge_discriminator_loss, hinge_generator_loss
 from common.losses.soft_dice import soft_dice_loss
 from common.networks.translation import MultiScaleDiscriminator, TranslationSegNet
@@ -130,49 +132,76 @@ def _loader(n: int, present: bool) -> DataLoader:
     return DataLoader(items, batch_size=2)
 
 
-@pytest.mark.parametrize(
-    "mode, directions", [(m, "both") for m in MODES] + [("translation", "p_to_a"), ("translation", "none")]
-)
-def test_trainer_modes_run_and_update(mode: str, directions: str):
-    torch.manual_seed(0)
-    baseline = mode != "translation"  # the baselines' network, as the authors' (test_translation_baselines.py)
-    net = (
-        TranslationBaselineNet(1, "48x48", WIDTH, mode == "autoencoder")
-        if baseline
-        else TranslationSegNet(1, "48x48", width=WIDTH)
-    )
+def _model_trainer(net: TranslationSegNet, directions: str = "both", **kwargs) -> TranslationModelTrainer:
+    """The proposed model's trainer with the discriminators ``directions`` trains."""
     d_a, d_p = MultiScaleDiscriminator(1, width=WIDTH), MultiScaleDiscriminator(1, width=WIDTH)
+    discriminators = {"both": {"discriminator_a": d_a, "discriminator_p": d_p}, "p_to_a": {"discriminator_a": d_a}}
+    used = discriminators.get(directions, {})
+    if used:
+        params = [p for d in used.values() for p in d.parameters()]
+        kwargs.setdefault("d_optimizer", torch.optim.Adam(params, 1e-3, amsgrad=True))
+    kwargs.setdefault("absent_data_loader", _loader(2, False))
     opt = torch.optim.Adam(net.parameters(), 1e-3, betas=(0.5, 0.999), weight_decay=1e-4, amsgrad=True)
-    d_opt = torch.optim.Adam([*d_a.parameters(), *d_p.parameters()], 1e-3, amsgrad=True)
-    teacher = TranslationBaselineNet(1, "48x48", WIDTH) if mode == "mean_teacher" else None
-    before = [p.detach().clone() for p in net.encoder.parameters()]
-    d_before = [p.detach().clone() for p in d_a.parameters()]
-    trainer = TranslationTrainer(
-        "cpu",
-        1,
-        _loader(4, True),
-        net,
-        opt,
-        mode=mode,
-        absent_data_loader=_loader(2, False),
-        discriminator_a=d_a,
-        discriminator_p=d_p,
-        d_optimizer=d_opt,
-        directions=directions,
-        teacher_network=teacher,
-    )
+    return TranslationModelTrainer("cpu", 1, _loader(4, True), net, opt, directions=directions, **used, **kwargs)
+
+
+BASELINE_KINDS = ("segmentation", "autoencoder", "mean_teacher")
+
+
+def _baseline_trainer(kind: str) -> SegmentationOnlyTrainer | AutoencoderTrainer | MeanTeacherTrainer:
+    net = TranslationBaselineNet(1, "48x48", WIDTH, kind == "autoencoder")
+    opt = torch.optim.Adam(net.parameters(), 1e-3, betas=(0.5, 0.999), weight_decay=1e-4, amsgrad=True)
+    if kind == "segmentation":
+        return SegmentationOnlyTrainer("cpu", 1, _loader(4, True), net, opt)
+    if kind == "autoencoder":
+        return AutoencoderTrainer("cpu", 1, _loader(4, True), net, opt, _loader(2, False))
+    return MeanTeacherTrainer("cpu", 1, _loader(4, True), net, opt, TranslationBaselineNet(1, "48x48", WIDTH))
+
+
+@pytest.mark.parametrize(
+    "kind, directions",
+    [("translation", d) for d in ("both", "p_to_a", "none")] + [(k, None) for k in BASELINE_KINDS],
+)
+def test_trainers_run_and_update(kind: str, directions: str | None):
+    torch.manual_seed(0)
+    if kind == "translation":
+        trainer = _model_trainer(TranslationSegNet(1, "48x48", width=WIDTH), directions)
+    else:
+        trainer = _baseline_trainer(kind)
+    translating = kind == "translation" and directions != "none"
+    d_a = getattr(trainer, "discriminator_a", None)
+    assert (d_a is not None) == translating
+    before = [p.detach().clone() for p in trainer.network.encoder.parameters()]
+    d_before = [p.detach().clone() for p in d_a.parameters()] if translating else []
     trainer.run()
     out = trainer.state.output
     assert trainer.state.iteration == 2 and torch.isfinite(out["loss"])
-    assert any(not torch.equal(a, b) for a, b in zip(before, net.encoder.parameters()))
-    translating = mode == "translation" and directions != "none"
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.network.encoder.parameters()))
     assert ("loss_d" in out) == translating and ("loss_cyc" in out) == (translating and directions == "both")
-    assert any(not torch.equal(a, b) for a, b in zip(d_before, d_a.parameters())) == translating
+    assert ("loss_rec" in out) == (kind in ("translation", "autoencoder"))
+    assert ("loss_consistency" in out) == (kind == "mean_teacher")
+    if translating:
+        assert any(not torch.equal(a, b) for a, b in zip(d_before, d_a.parameters()))
 
 
-def _translation_trainer(net: TranslationSegNet) -> TranslationTrainer:
+def test_mean_teacher_trainer_runs_and_updates_the_teacher_through_its_ema_handler():
+    """The EMA handler given as ``teacher_update`` is attached by the trainer itself (after ``train_handlers``), so a
+    config that replaces ``train_handlers`` (multi_gpu_train.json) keeps the teacher moving."""
+    torch.manual_seed(0)
+    net = TranslationBaselineNet(1, "48x48", WIDTH)
+    ema = EMAHandler(net, momentum=0.01)
+    teacher_before = [p.detach().clone() for p in ema.ema_model.parameters()]
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    trainer = MeanTeacherTrainer("cpu", 1, _loader(4, True), net, opt, ema.ema_model, ema, train_handlers=[])
+    trainer.run()
+    out = trainer.state.output
+    assert trainer.state.iteration == 2 and set(out) == {"image", "label", "loss", "loss_seg", "loss_consistency"}
+    assert any(not torch.equal(a, b) for a, b in zip(teacher_before, ema.ema_model.parameters()))
+
+
+def _translation_trainer(net: TranslationSegNet) -> TranslationModelTrainer:
     d_a, d_p = MultiScaleDiscriminator(1, width=WIDTH), MultiScaleDiscriminator(1, width=WIDTH)
-    return TranslationTrainer(
+    return TranslationModelTrainer(
         "cpu",
         1,
         _loader(4, True),
@@ -234,41 +263,44 @@ def test_discriminators_step_before_the_generator_meets_them():
     assert first == ["D_A train"] * 2 + ["D_P train"] * 2 + ["D step", "D_A frozen", "D_P frozen", "G step"]
 
 
-def test_trainer_rejects_missing_parts():
+def test_trainers_reject_missing_or_unused_parts():
     net = TranslationSegNet(1, width=WIDTH)
     opt = torch.optim.Adam(net.parameters())
+    d_a, d_p = MultiScaleDiscriminator(1, width=WIDTH), MultiScaleDiscriminator(1, width=WIDTH)
+    d_opt = torch.optim.Adam(d_a.parameters())
+    present, absent = _loader(2, True), _loader(2, False)
     with pytest.raises(ValueError, match="absent_data_loader"):
-        TranslationTrainer("cpu", 1, _loader(2, True), net, opt)
+        TranslationModelTrainer("cpu", 1, present, net, opt, None, d_a, d_p, d_opt)
+    with pytest.raises(ValueError, match="needs discriminator_p"):
+        TranslationModelTrainer("cpu", 1, present, net, opt, absent, d_a, None, d_opt)
+    with pytest.raises(ValueError, match="needs d_optimizer"):
+        TranslationModelTrainer("cpu", 1, present, net, opt, absent, d_a, d_p)
+    with pytest.raises(ValueError, match="'p_to_a' trains no discriminator_p"):  # a config bug, not ignored
+        TranslationModelTrainer("cpu", 1, present, net, opt, absent, d_a, d_p, d_opt, directions="p_to_a")
+    with pytest.raises(ValueError, match="'none' trains no discriminator_a"):
+        TranslationModelTrainer("cpu", 1, present, net, opt, absent, d_a, None, d_opt, directions="none")
+    with pytest.raises(ValueError, match="'none' trains no discriminator and takes no d_optimizer"):
+        TranslationModelTrainer("cpu", 1, present, net, opt, absent, d_optimizer=d_opt, directions="none")
+    with pytest.raises(ValueError, match="directions"):
+        TranslationModelTrainer("cpu", 1, present, net, opt, absent, directions="a_to_p")
     with pytest.raises(ValueError, match="teacher_network"):
-        TranslationTrainer("cpu", 1, _loader(2, True), net, opt, mode="mean_teacher")
-    with pytest.raises(ValueError, match="mode"):
-        TranslationTrainer("cpu", 1, _loader(2, True), net, opt, mode="gan")
+        MeanTeacherTrainer("cpu", 1, present, net, opt, None)
+    with pytest.raises(ValueError, match="reconstruction_decoder"):
+        AutoencoderTrainer("cpu", 1, present, TranslationBaselineNet(1, "48x48", WIDTH), opt, absent)
 
 
 def test_mean_teacher_consistency_leaves_out_the_labelled_images_and_the_absent_domain():
     """As the authors' mean_teacher_segmentation.py: labelled images take the Dice term only (with every image of the
     batch labelled the consistency term is exactly 0, with one unlabelled image it is not), and A images take no part:
-    a mean-teacher run never draws from the A loader (here one that fails when read)."""
+    the mean teacher (as the seg-only baseline) takes no A loader at all."""
     torch.manual_seed(0)
     net, teacher = TranslationSegNet(1, "48x48", width=WIDTH), TranslationSegNet(1, "48x48", width=WIDTH)
-
-    class Unreadable(torch.utils.data.Dataset):
-        def __len__(self) -> int:
-            return 2
-
-        def __getitem__(self, index: int) -> dict:
-            raise AssertionError("the mean teacher read an A image")
-
-    trainer = TranslationTrainer(
-        "cpu",
-        1,
-        _loader(2, True),
-        net,
-        torch.optim.Adam(net.parameters()),
-        mode="mean_teacher",
-        absent_data_loader=DataLoader(Unreadable(), batch_size=2),
-        teacher_network=teacher,
-    )
+    opt = torch.optim.Adam(net.parameters())
+    for baseline, args in ((MeanTeacherTrainer, (teacher,)), (SegmentationOnlyTrainer, ())):
+        with pytest.raises(TypeError, match="absent_data_loader"):
+            baseline("cpu", 1, _loader(2, True), net, opt, *args, absent_data_loader=_loader(2, False))
+    trainer = MeanTeacherTrainer("cpu", 1, _loader(2, True), net, opt, teacher)
+    assert trainer.absent_data_loader is None
     images, labels = torch.rand(2, 1, 48, 48), (torch.rand(2, 1, 48, 48) > 0.8).float()
     all_labelled = trainer._mean_teacher_terms(images, labels, torch.tensor([True, True]))
     one_unlabelled = trainer._mean_teacher_terms(images, labels, torch.tensor([True, False]))
@@ -306,9 +338,7 @@ def test_autoencoder_reconstruction_is_the_mean_over_present_and_absent_images()
     net = TranslationBaselineNet(1, "48x48", WIDTH, reconstruction_decoder=True)
     reference = copy.deepcopy(net)
     present, absent = _loader(2, True), _loader(2, False)
-    trainer = TranslationTrainer(
-        "cpu", 1, present, net, torch.optim.Adam(net.parameters()), mode="autoencoder", absent_data_loader=absent
-    )
+    trainer = AutoencoderTrainer("cpu", 1, present, net, torch.optim.Adam(net.parameters()), absent)
     trainer.run()
     x_p, x_a = next(iter(present))["image"], next(iter(absent))["image"]
     with torch.no_grad(), parametrize.cached():
@@ -330,34 +360,29 @@ def test_translation_weights_are_normalised_to_lambda_sum_and_the_discriminator_
     directions: str, used: tuple[str, ...]
 ):
     """Paper Sec. 4: the proposed method's weights are relative, normalised to sum to 1 (over the terms the directions
-    train); other modes keep theirs. The discriminators' hinge loss carries no weight (the authors'
+    train); the baselines keep theirs. The discriminators' hinge loss carries no weight (the authors'
     bd_segmentation.py), whatever lambda_adv is."""
     torch.manual_seed(0)
     net = TranslationSegNet(1, "48x48", width=WIDTH)
-    d_a, d_p = MultiScaleDiscriminator(1, width=WIDTH), MultiScaleDiscriminator(1, width=WIDTH)
-    kwargs = dict(absent_data_loader=_loader(2, False), discriminator_a=d_a, discriminator_p=d_p, lambda_sum=1.0)
-    kwargs["d_optimizer"] = torch.optim.Adam([*d_a.parameters(), *d_p.parameters()])
-    trainer = TranslationTrainer(
-        "cpu", 1, _loader(2, True), net, torch.optim.Adam(net.parameters()), directions=directions, **kwargs
-    )
+    trainer = _model_trainer(net, directions, lambda_sum=1.0)
+    d_a, d_p = trainer.discriminator_a, trainer.discriminator_p
     raw = {"loss_adv": 3.0, "loss_rec": 50.0, "loss_cyc": 50.0, "loss_lat": 1.0, "loss_seg": 0.01}
     assert sum(trainer.weights[k] for k in used) == pytest.approx(1.0)
     assert trainer.weights["loss_rec"] / trainer.weights["loss_seg"] == pytest.approx(5000.0)
     assert trainer.weights["loss_rec"] == pytest.approx(50.0 / sum(raw[k] for k in used))
-    seg_only = TranslationTrainer(
-        "cpu", 1, _loader(2, True), net, torch.optim.Adam(net.parameters()), mode="segmentation"
-    )
-    assert seg_only.weights["loss_seg"] == 0.01  # other modes: as given (lambda_sum None by default)
+    seg_only = SegmentationOnlyTrainer("cpu", 1, _loader(2, True), net, torch.optim.Adam(net.parameters()), 0.01)
+    assert seg_only.weights == {"loss_seg": 0.01}  # the baselines: as given
     if directions == "none":
         return
     trainer.lambda_adv = 100.0
     x_p, x_a = torch.rand(2, 1, 48, 48), torch.rand(2, 1, 48, 48)
     fakes = {"x_pa": torch.rand(2, 1, 48, 48), "x_ap": torch.rand(2, 1, 48, 48)}
-    references = {name: copy.deepcopy(d) for name, d in (("a", d_a), ("p", d_p))}
+    references = {name: copy.deepcopy(d) for name, d in (("a", d_a), ("p", d_p)) if d is not None}
     loss_d = trainer._discriminator_step(x_p, x_a, fakes)
     with torch.no_grad(), parametrize.cached():
-        d_a_ref, d_p_ref = references["a"], references["p"]
+        d_a_ref = references["a"]
         expected = hinge_discriminator_loss(d_a_ref(x_a, True), d_a_ref(fakes["x_pa"], True))
         if directions == "both":
+            d_p_ref = references["p"]
             expected = expected + hinge_discriminator_loss(d_p_ref(x_p, True), d_p_ref(fakes["x_ap"], True))
     assert loss_d.item() == pytest.approx(expected.item(), rel=1e-5)

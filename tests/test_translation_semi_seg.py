@@ -16,8 +16,17 @@ from test_cluttered_mnist import write_small_mnist
 
 BUNDLE = "translation_semi_seg"
 CONFIGS = Path(__file__).resolve().parent.parent / "bundles" / BUNDLE / "configs"
-VARIANTS = ["seg_only.json", "ae_baseline.json", "mean_teacher.json", "sep_dec.json", "p_to_a_only.json"]
-VARIANTS += ["no_translation.json", "segmentation_path_only.json"]
+# variant -> the trainer its train#trainer builds (and its directions, for the proposed model's)
+TRAINERS = {
+    "seg_only.json": ("SegmentationOnlyTrainer", None),
+    "ae_baseline.json": ("AutoencoderTrainer", None),
+    "mean_teacher.json": ("MeanTeacherTrainer", None),
+    "sep_dec.json": ("TranslationModelTrainer", "both"),
+    "p_to_a_only.json": ("TranslationModelTrainer", "p_to_a"),
+    "no_translation.json": ("TranslationModelTrainer", "none"),
+    "segmentation_path_only.json": ("SegmentationOnlyTrainer", None),
+}
+VARIANTS = list(TRAINERS)
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +107,8 @@ def test_variant_trains(variant: str, tmp_path: Path, mnist_dir: Path):
     workflow = run_workflow(BUNDLE, ["train.json", variant], **{**_overrides(tmp_path, mnist_dir), "epoch_length": 1})
     trainer = workflow.parser.get_parsed_content("train#trainer")
     assert trainer.state.iteration == 1 and np.isfinite(float(trainer.state.output["loss"]))
+    name, directions = TRAINERS[variant]
+    assert type(trainer).__name__ == name and getattr(trainer, "directions", None) == directions
     assert (tmp_path / "models" / "model.pt").is_file()
 
 

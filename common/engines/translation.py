@@ -1,13 +1,17 @@
 """Trainer of the translation-based semi-supervised segmenter of Vorontsov et al., "Towards annotation-efficient
-segmentation via image-to-image translation", MedIA 2022 (arXiv 1904.01636), and of its baselines.
+segmentation via image-to-image translation", MedIA 2022 (arXiv 1904.01636), on the base its baselines share.
 
-One iteration takes a batch of P images ("present": the target is visible; ``labelled`` flags the few with masks;
-the P loader drives the epoch) and, where the mode needs it, a batch of unpaired A images ("absent") from an endless
-iterator over the A loader. Modes (``mode`` x ``directions``); the translation modes run :class:`~common.networks.
-translation.TranslationSegNet`, the baselines (as the authors') :class:`~common.networks.translation_baseline.
-TranslationBaselineNet`, whose decoders are built as the common decoder (3x3, short skips, no spectral norm):
+:class:`TranslationTrainerBase` holds one iteration's plumbing: it takes a batch of P images ("present": the target
+is visible; ``labelled`` flags the few with masks; the P loader drives the epoch) and, for the trainers given an
+``absent_data_loader``, a batch of unpaired A images ("absent") from an endless iterator over the A loader; runs the
+subclass's loss terms under autocast, an optional adversary step, one weighted generator / segmenter step (gradients
+averaged over the processes of a distributed run), and returns the terms. :class:`TranslationModelTrainer` is the
+proposed method and its ablations on :class:`~common.networks.translation.TranslationSegNet`; the baselines (seg-only,
+autoencoder, mean teacher) are in :mod:`common.engines.translation_baselines`.
 
-* ``"translation"``, ``"both"`` (the proposed method, Sec. 3): generator step on
+:class:`TranslationModelTrainer` by ``directions``:
+
+* ``"both"`` (the proposed method, Sec. 3): generator step on
   ``lambda_adv * L_adv + lambda_rec * L_rec + lambda_cyc * L_cyc + lambda_lat * L_lat + lambda_seg * L_seg``, after
   one hinge step of the two discriminators (``D_A`` judges ``x_PA`` against real A, ``D_P`` judges ``x_AP`` against
   real P). With ``x_PA = G_com(c_P)``, ``x_PP = x_PA + G_res(c_P, u_P)``, ``x_AA = G_com(c_A)``,
@@ -20,26 +24,16 @@ TranslationBaselineNet`, whose decoders are built as the common decoder (3x3, sh
   "segment" on the labelled P. As in the authors' ``bd_segmentation.py`` the discriminators take their step first,
   on the fakes of this iteration's forward pass, and the generator's adversarial term is then computed with the
   updated discriminators.
-* ``"translation"``, ``"p_to_a"``: the "P to A only" ablation: no A->P translation (no ``x_AP``, ``D_P``, cycle or
-  ``(c_AP, u_AP)`` terms).
-* ``"translation"``, ``"none"``: the "no translation" ablation: no discriminators; the decoders only reconstruct
-  (``L_rec``, ``L_lat`` of ``x_PP`` and ``x_AA``) next to the segmentation.
-* ``"segmentation"``: the seg-only baseline, ``lambda_seg * L_seg`` on the labelled images only.
-* ``"autoencoder"``: the autoencoder baseline, ``lambda_seg * L_seg + lambda_rec * (|G_ae(E(x_P)) - x_P| +
-  |G_ae(E(x_A)) - x_A|) / 2`` (the L1 mean over the P and A images, as the authors' ``ae_segmentation.py``) with the
-  reconstruction decoder ``G_ae`` (no long skips).
-* ``"mean_teacher"``: ``lambda_seg * L_seg + lambda_consistency * MSE(sigmoid(S(x)), sigmoid(T(x)))`` over the
-  unlabelled P images of the batch (the labelled ones only take ``L_seg``; A images are not used: the authors'
-  ``mean_teacher_segmentation.py`` forwards them but takes the consistency over the P batch's unlabelled indices
-  only), ``T`` the exponential moving average of ``S`` (ignite ``EMAHandler``, attached as
-  a train handler), optionally with independent Gaussian input noise for student and teacher.
+* ``"p_to_a"``: the "P to A only" ablation: no A->P translation (no ``x_AP``, ``D_P``, cycle or ``(c_AP, u_AP)``
+  terms).
+* ``"none"``: the "no translation" ablation: no discriminators; the decoders only reconstruct (``L_rec``, ``L_lat`` of
+  ``x_PP`` and ``x_AA``) next to the segmentation.
 
-In mode ``"translation"`` the weights of the terms in use can be scaled to sum to ``lambda_sum`` ("all objective
-weights for the proposed method were always normalized so that they sum to 1", Sec. 4; ``lambda_enforce_sum`` in the
-authors' code, off by default there and in the configs); with AMSGrad this matters through the weight decay, whose
-pull is then ~100 times stronger beside the loss gradient than with the raw weights. The discriminator loss is not
-weighted (the authors' ``bd_segmentation.py``). The baselines' configs carry the authors' weights for them
-(``lambda_seg`` 1; autoencoder ``lambda_rec`` 1), not the proposed model's 0.01 and 50.
+The weights of the terms in use can be scaled to sum to ``lambda_sum`` ("all objective weights for the proposed
+method were always normalized so that they sum to 1", Sec. 4; ``lambda_enforce_sum`` in the authors' code, off by
+default there and in the configs); with AMSGrad this matters through the weight decay, whose pull is then ~100 times
+stronger beside the loss gradient than with the raw weights. The discriminator loss is not weighted (the authors'
+``bd_segmentation.py``).
 """
 
 from __future__ import annotations
@@ -49,7 +43,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 from torch.nn.utils import parametrize
@@ -62,9 +55,14 @@ from common.losses.soft_dice import soft_dice_loss
 from common.networks.translation import TranslationSegNet
 from common.networks.translation_baseline import TranslationBaselineNet
 
-__all__ = ["DIRECTIONS", "HINGE_REDUCTIONS", "MODES", "TranslationTrainer", "segmentation_parameter_groups"]
+__all__ = [
+    "DIRECTIONS",
+    "HINGE_REDUCTIONS",
+    "TranslationModelTrainer",
+    "TranslationTrainerBase",
+    "segmentation_parameter_groups",
+]
 
-MODES = ("translation", "segmentation", "autoencoder", "mean_teacher")
 HINGE_REDUCTIONS = ("element", "mean")  # the discriminators' hinge: per score-map element (authors), or on the mean
 DIRECTIONS = ("both", "p_to_a", "none")
 
@@ -105,41 +103,28 @@ def segmentation_parameter_groups(
     ]
 
 
-class TranslationTrainer(AmpTrainer):
-    """Translation / segmentation training of Vorontsov et al. (2022) and its baselines as a MONAI ``Trainer``
-    (module docstring: the modes and loss terms). Loss weights default to the authors' code (3, 50, 50, 1, 0.01).
+class TranslationTrainerBase(AmpTrainer):
+    """The iteration shared by the trainers of Vorontsov et al. (2022) and its baselines, as a MONAI ``Trainer``
+    (module docstring). A subclass sets :attr:`weights` (``{term: weight}``) and implements :meth:`_terms`; one with
+    an adversary overrides :meth:`_adversary_step` and :meth:`_adversarial_terms`.
 
     Args:
         device: device of the networks.
         max_epochs: epochs (passes over the P loader, or ``epoch_length`` iterations).
         train_data_loader: P batches ``{"image": (B, C, H, W), "label": (B, 1, H, W), "labelled": (B,)}``
             (``labelled`` 1 where the mask may be used; missing: all labelled).
-        network: the :class:`~common.networks.translation.TranslationSegNet` (generator and segmenter; translation
-            modes) or the :class:`~common.networks.translation_baseline.TranslationBaselineNet` (baseline modes).
+        network: the :class:`~common.networks.translation.TranslationSegNet` or the
+            :class:`~common.networks.translation_baseline.TranslationBaselineNet`.
         optimizer: optimiser of ``network`` (AMSGrad, betas (0.5, 0.999), lr 1e-3, weight decay 1e-4 in the authors'
             code; :func:`segmentation_parameter_groups` sets the segmentation-only parameters' decay apart).
-        mode: one of :data:`MODES`.
-        absent_data_loader: A batches ``{"image": (B', C, H, W)}`` (translation and autoencoder modes; the other
-            modes do not draw from it).
-        discriminator_a: ``D_A``, ``(B, C, H, W)`` -> ``(B,)``, and with ``per_element=True`` a list of per-scale
-            score maps (:class:`~common.networks.translation.MultiScaleDiscriminator`; translation with directions
-            "both" or "p_to_a").
-        discriminator_p: ``D_P`` (translation with directions "both").
-        d_optimizer: optimiser of both discriminators.
-        directions: one of :data:`DIRECTIONS` (translation mode).
-        lambda_adv, lambda_rec, lambda_cyc, lambda_lat, lambda_seg: relative loss weights (3, 50, 50, 1, 0.01).
-        lambda_sum: mode "translation": scale the weights of the terms in use (adversarial and cycle only where the
-            directions train them) to sum to this; None: use them as given. Other modes use their weights as given.
-        teacher_network: the mean teacher (``EMAHandler.ema_model``), mode "mean_teacher".
-        lambda_consistency: weight of the mean-teacher consistency (0.01).
-        consistency_noise_std: std of the Gaussian input noise of student and teacher (0: none).
-        hinge_reduction: the discriminators' hinge on every element of their score maps (``"element"``, the
-            authors' code) or on each image's averaged score (``"mean"``, this project before 0.2.0); the generator's
-            term ``-mean(D)`` is the same either way.
+        absent_data_loader: A batches ``{"image": (B', C, H, W)}``, drawn once per iteration when given (None: the
+            iteration reads no A image and :meth:`_terms` gets ``x_a`` None).
         trainer_kwargs: the remaining arguments of :class:`~common.engines.utils.AmpTrainer` (``epoch_length``,
             ``train_handlers``, ``amp``, ``optim_set_to_none``, ...) but ``decollate``: outputs are not decollated
             (P and A batches may differ in size).
     """
+
+    weights: dict[str, float]
 
     def __init__(
         self,
@@ -148,84 +133,14 @@ class TranslationTrainer(AmpTrainer):
         train_data_loader: DataLoader,
         network: TranslationSegNet | TranslationBaselineNet,
         optimizer: Optimizer,
-        mode: str = "translation",
         absent_data_loader: DataLoader | None = None,
-        discriminator_a: torch.nn.Module | None = None,
-        discriminator_p: torch.nn.Module | None = None,
-        d_optimizer: Optimizer | None = None,
-        directions: str = "both",
-        lambda_adv: float = 3.0,
-        lambda_rec: float = 50.0,
-        lambda_cyc: float = 50.0,
-        lambda_lat: float = 1.0,
-        lambda_seg: float = 0.01,
-        lambda_sum: float | None = None,
-        teacher_network: torch.nn.Module | None = None,
-        lambda_consistency: float = 0.01,
-        consistency_noise_std: float = 0.0,
-        hinge_reduction: str = "element",
         **trainer_kwargs: Any,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
-        if hinge_reduction not in HINGE_REDUCTIONS:
-            raise ValueError(f"hinge_reduction must be one of {HINGE_REDUCTIONS}, got {hinge_reduction!r}.")
-        if directions not in DIRECTIONS:
-            raise ValueError(f"directions must be one of {DIRECTIONS}, got {directions!r}.")
-        translating = mode == "translation" and directions != "none"
-        if mode in ("translation", "autoencoder") and absent_data_loader is None:
-            raise ValueError(f"mode {mode!r} needs absent_data_loader.")
-        if translating and (discriminator_a is None or d_optimizer is None):
-            raise ValueError("translation needs discriminator_a and d_optimizer.")
-        if translating and directions == "both" and discriminator_p is None:
-            raise ValueError("translation in both directions needs discriminator_p.")
-        if mode == "mean_teacher" and teacher_network is None:
-            raise ValueError("mode 'mean_teacher' needs teacher_network.")
-        if mode == "autoencoder" and getattr(network, "reconstruction_decoder", None) is None:
-            raise ValueError(
-                "mode 'autoencoder' needs a TranslationBaselineNet built with reconstruction_decoder=True."
-            )
         super().__init__(device, max_epochs, train_data_loader, decollate=False, **trainer_kwargs)
         self.network = network
         self.optimizer = optimizer
-        self.mode = mode
-        self.directions = directions if mode == "translation" else "none"
         self.absent_data_loader = absent_data_loader
-        self.discriminator_a = discriminator_a if translating else None
-        self.discriminator_p = discriminator_p if translating and directions == "both" else None
-        self.d_optimizer = d_optimizer if translating else None
-        self.lambda_adv = lambda_adv
-        self.lambda_rec = lambda_rec
-        self.lambda_cyc = lambda_cyc
-        self.lambda_lat = lambda_lat
-        self.lambda_seg = lambda_seg
-        self.lambda_sum = lambda_sum
-        self.teacher_network = teacher_network
-        self.lambda_consistency = lambda_consistency
-        self.consistency_noise_std = consistency_noise_std
-        self.hinge_reduction = hinge_reduction
-        self.weights = self._loss_weights()
         self._absent: Iterator[Any] | None = None
-
-    def _loss_weights(self) -> dict[str, float]:
-        """Weight of each loss term of the generator / segmenter step (``lambda_sum`` applied)."""
-        weights = {
-            "loss_seg": self.lambda_seg,
-            "loss_rec": self.lambda_rec,
-            "loss_cyc": self.lambda_cyc,
-            "loss_lat": self.lambda_lat,
-            "loss_adv": self.lambda_adv,
-            "loss_consistency": self.lambda_consistency,
-        }
-        if self.mode != "translation" or self.lambda_sum is None:
-            return weights
-        used = ["loss_seg", "loss_rec", "loss_lat"]
-        used += ["loss_adv"] if self.directions != "none" else []
-        used += ["loss_cyc"] if self.directions == "both" else []
-        total = sum(weights[k] for k in used)
-        if total <= 0:
-            raise ValueError(f"lambda_sum: the weights of {used} sum to {total}; they must sum to more than 0.")
-        return {k: v * self.lambda_sum / total for k, v in weights.items()}
 
     def _step(self, loss: torch.Tensor, optimizer: Optimizer) -> None:
         if self.scaler is not None:
@@ -246,9 +161,6 @@ class TranslationTrainer(AmpTrainer):
             self._absent = endless(self.absent_data_loader, "absent-domain")
         return self._to_device(torch.as_tensor(next(self._absent)[Keys.IMAGE]))
 
-    def _discriminators(self) -> list[torch.nn.Module]:
-        return [d for d in (self.discriminator_a, self.discriminator_p) if d is not None]
-
     def _segmentation_loss(
         self, c: torch.Tensor, u: torch.Tensor, skips: Sequence[torch.Tensor], labels: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
@@ -257,6 +169,178 @@ class TranslationTrainer(AmpTrainer):
             return torch.zeros((), device=c.device)
         logits = self.network.segment_logits(c[mask], u[mask], [s[mask] for s in skips], labels.shape[-2:])
         return soft_dice_loss(torch.sigmoid(logits.float()), labels[mask])
+
+    def _train_mode(self) -> None:
+        """Puts the trained networks in training mode before the forward pass."""
+        self.network.train()
+
+    def _terms(
+        self, x_p: torch.Tensor, x_a: torch.Tensor | None, labels: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The loss terms of the generator / segmenter step (unweighted scalars, keys of :attr:`weights`) and the
+        tensors the adversary step needs (empty without adversary), from P images ``x_p`` ``(B, C, H, W)``, A images
+        ``x_a`` ``(B', C, H, W)`` (or None), masks ``labels`` ``(B, 1, H, W)`` and the labelled flags ``mask``
+        ``(B,)``; run under autocast and ``parametrize.cached()``."""
+        raise NotImplementedError
+
+    def _adversary_step(
+        self, x_p: torch.Tensor, x_a: torch.Tensor | None, fakes: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The adversary's own step, after the forward pass and before the generator step; returns its logged terms
+        (not part of the generator loss). None here."""
+        return {}
+
+    def _adversarial_terms(self, fakes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Generator terms computed after :meth:`_adversary_step` (with the updated adversary). None here."""
+        return {}
+
+    def _iteration(self, engine: TranslationTrainerBase, batchdata: dict[str, Any]) -> dict[str, Any]:
+        """The forward pass and its terms, the adversary step (if any), then one generator/segmenter step on the
+        weighted terms. Returns the batch, the loss and the terms."""
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        x_p = engine._to_device(torch.as_tensor(batchdata[Keys.IMAGE]))
+        labels = engine._to_device(torch.as_tensor(batchdata[Keys.LABEL]))
+        flags = batchdata.get("labelled")
+        mask = (
+            torch.ones(x_p.shape[0], dtype=torch.bool, device=x_p.device)
+            if flags is None
+            else engine._to_device(torch.as_tensor(flags)).bool().view(-1)
+        )
+        x_a = engine._next_absent() if engine.absent_data_loader is not None else None
+        engine._train_mode()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        # spectral norm's W / sigma is computed once per step, not at each of the many calls of E, G and D
+        with engine._autocast(), parametrize.cached():
+            terms, fakes = engine._terms(x_p, x_a, labels, mask)
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        adversary = engine._adversary_step(x_p, x_a, fakes)
+        with engine._autocast(), parametrize.cached():
+            terms.update(engine._adversarial_terms(fakes))
+            loss = sum(engine.weights[k] * v for k, v in terms.items())
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        engine._step(loss, engine.optimizer)
+        terms.update(adversary)
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        if engine.scaler is not None:
+            engine.scaler.update()
+        engine.state.output = {
+            Keys.IMAGE: x_p,
+            Keys.LABEL: labels,
+            Keys.LOSS: loss.detach(),
+            **{k: v.detach() for k, v in terms.items()},
+        }
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+
+class TranslationModelTrainer(TranslationTrainerBase):
+    """The proposed method of Vorontsov et al. (2022) and its ablations (module docstring: the directions and loss
+    terms). Loss weights default to the authors' code (3, 50, 50, 1, 0.01).
+
+    Args:
+        device, max_epochs, train_data_loader, optimizer, trainer_kwargs: as :class:`TranslationTrainerBase`.
+        network: the :class:`~common.networks.translation.TranslationSegNet` (generator and segmenter).
+        absent_data_loader: A batches ``{"image": (B', C, H, W)}``.
+        discriminator_a: ``D_A``, ``(B, C, H, W)`` -> ``(B,)``, and with ``per_element=True`` a list of per-scale
+            score maps (:class:`~common.networks.translation.MultiScaleDiscriminator`); directions "both" and
+            "p_to_a" only.
+        discriminator_p: ``D_P``; directions "both" only.
+        d_optimizer: optimiser of the discriminators given.
+        directions: one of :data:`DIRECTIONS`.
+        lambda_adv, lambda_rec, lambda_cyc, lambda_lat, lambda_seg: relative loss weights (3, 50, 50, 1, 0.01).
+        lambda_sum: scale the weights of the terms in use (adversarial and cycle only where the directions train
+            them) to sum to this; None: use them as given.
+        hinge_reduction: the discriminators' hinge on every element of their score maps (``"element"``, the
+            authors' code) or on each image's averaged score (``"mean"``, this project before 0.2.0); the generator's
+            term ``-mean(D)`` is the same either way.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: DataLoader,
+        network: TranslationSegNet,
+        optimizer: Optimizer,
+        absent_data_loader: DataLoader,
+        discriminator_a: torch.nn.Module | None = None,
+        discriminator_p: torch.nn.Module | None = None,
+        d_optimizer: Optimizer | None = None,
+        directions: str = "both",
+        lambda_adv: float = 3.0,
+        lambda_rec: float = 50.0,
+        lambda_cyc: float = 50.0,
+        lambda_lat: float = 1.0,
+        lambda_seg: float = 0.01,
+        lambda_sum: float | None = None,
+        hinge_reduction: str = "element",
+        **trainer_kwargs: Any,
+    ) -> None:
+        if hinge_reduction not in HINGE_REDUCTIONS:
+            raise ValueError(f"hinge_reduction must be one of {HINGE_REDUCTIONS}, got {hinge_reduction!r}.")
+        if directions not in DIRECTIONS:
+            raise ValueError(f"directions must be one of {DIRECTIONS}, got {directions!r}.")
+        if absent_data_loader is None:
+            raise ValueError("TranslationModelTrainer needs absent_data_loader.")
+        needed = {"both": ("discriminator_a", "discriminator_p"), "p_to_a": ("discriminator_a",), "none": ()}
+        given = {"discriminator_a": discriminator_a, "discriminator_p": discriminator_p}
+        for name, module in given.items():
+            if (module is None) == (name in needed[directions]):
+                state = "needs" if module is None else "trains no"
+                raise ValueError(f"directions {directions!r} {state} {name}.")
+        if (d_optimizer is None) == bool(needed[directions]):
+            state = "needs" if d_optimizer is None else "trains no discriminator and takes no"
+            raise ValueError(f"directions {directions!r} {state} d_optimizer.")
+        super().__init__(
+            device, max_epochs, train_data_loader, network, optimizer, absent_data_loader, **trainer_kwargs
+        )
+        self.discriminator_a = discriminator_a
+        self.discriminator_p = discriminator_p
+        self.d_optimizer = d_optimizer
+        self.directions = directions
+        self.lambda_adv = lambda_adv
+        self.lambda_rec = lambda_rec
+        self.lambda_cyc = lambda_cyc
+        self.lambda_lat = lambda_lat
+        self.lambda_seg = lambda_seg
+        self.lambda_sum = lambda_sum
+        self.hinge_reduction = hinge_reduction
+        self.weights = self._loss_weights()
+
+    def _loss_weights(self) -> dict[str, float]:
+        """Weight of each loss term of the generator / segmenter step (``lambda_sum`` applied)."""
+        weights = {
+            "loss_seg": self.lambda_seg,
+            "loss_rec": self.lambda_rec,
+            "loss_cyc": self.lambda_cyc,
+            "loss_lat": self.lambda_lat,
+            "loss_adv": self.lambda_adv,
+        }
+        if self.lambda_sum is None:
+            return weights
+        used = ["loss_seg", "loss_rec", "loss_lat"]
+        used += ["loss_adv"] if self.directions != "none" else []
+        used += ["loss_cyc"] if self.directions == "both" else []
+        total = sum(weights[k] for k in used)
+        if total <= 0:
+            raise ValueError(f"lambda_sum: the weights of {used} sum to {total}; they must sum to more than 0.")
+        return {k: v * self.lambda_sum / total for k, v in weights.items()}
+
+    def _discriminators(self) -> list[torch.nn.Module]:
+        return [d for d in (self.discriminator_a, self.discriminator_p) if d is not None]
+
+    def _train_mode(self) -> None:
+        """The generator trains; the discriminators are in training mode but frozen until their own step."""
+        super()._train_mode()
+        for d in self._discriminators():
+            d.train()
+            d.requires_grad_(False)
+
+    def _terms(
+        self, x_p: torch.Tensor, x_a: torch.Tensor | None, labels: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        return self._translation_terms(x_p, x_a, labels, mask)
 
     def _translation_terms(
         self, x_p: torch.Tensor, x_a: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
@@ -287,12 +371,20 @@ class TranslationTrainer(AmpTrainer):
             fakes["x_ap"] = x_ap
         return terms, fakes
 
+    def _adversarial_terms(self, fakes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"loss_adv": self._adversarial_term(fakes)} if self._discriminators() else {}
+
     def _adversarial_term(self, fakes: dict[str, torch.Tensor]) -> torch.Tensor:
         """Generator hinge term ``-D_A(x_PA) [- D_P(x_AP)]`` (unweighted)."""
         loss = hinge_generator_loss(self.discriminator_a(fakes["x_pa"]))
         if self.discriminator_p is not None:
             loss = loss + hinge_generator_loss(self.discriminator_p(fakes["x_ap"]))
         return loss
+
+    def _adversary_step(
+        self, x_p: torch.Tensor, x_a: torch.Tensor | None, fakes: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        return {"loss_d": self._discriminator_step(x_p, x_a, fakes)} if self._discriminators() else {}
 
     def _discriminator_step(self, x_p: torch.Tensor, x_a: torch.Tensor, fakes: dict[str, torch.Tensor]) -> torch.Tensor:
         """One hinge step of the discriminators on real images and the detached fakes (unweighted, as the authors'
@@ -313,86 +405,3 @@ class TranslationTrainer(AmpTrainer):
         for d in discriminators:
             d.requires_grad_(False)
         return loss_d
-
-    def _mean_teacher_terms(
-        self, x_p: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        """Soft Dice of the student on the labelled P images, consistency with the teacher on the unlabelled ones."""
-        noise = self.consistency_noise_std
-        student_in = x_p + noise * torch.randn_like(x_p) if noise > 0 else x_p
-        c, u, skips = self.network.encode(student_in)
-        logits = self.network.segment_logits(c, u, skips, x_p.shape[-2:])
-        with torch.no_grad():
-            teacher_in = x_p + noise * torch.randn_like(x_p) if noise > 0 else x_p
-            target = torch.softmax(self.teacher_network(teacher_in).float(), dim=1)[:, 1:]
-        zero = torch.zeros((), device=x_p.device)
-        seg = soft_dice_loss(torch.sigmoid(logits[mask].float()), labels[mask]) if bool(mask.any()) else zero
-        unlabelled = ~mask
-        consistency = (
-            F.mse_loss(torch.sigmoid(logits[unlabelled].float()), target[unlabelled])
-            if bool(unlabelled.any())
-            else zero
-        )
-        return {"loss_seg": seg, "loss_consistency": consistency}
-
-    def _iteration(self, engine: TranslationTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
-        """(Translation) one discriminator step on this forward pass's fakes, then one generator/segmenter step.
-        Returns the loss terms."""
-        if batchdata is None:
-            raise ValueError("Must provide batch data for current iteration.")
-        x_p = engine._to_device(torch.as_tensor(batchdata[Keys.IMAGE]))
-        labels = engine._to_device(torch.as_tensor(batchdata[Keys.LABEL]))
-        flags = batchdata.get("labelled")
-        mask = (
-            torch.ones(x_p.shape[0], dtype=torch.bool, device=x_p.device)
-            if flags is None
-            else engine._to_device(torch.as_tensor(flags)).bool().view(-1)
-        )
-        x_a = engine._next_absent() if engine.mode in ("translation", "autoencoder") else None
-        discriminators = engine._discriminators()
-        engine.network.train()
-        for d in discriminators:
-            d.train()
-            d.requires_grad_(False)
-        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        fakes: dict[str, torch.Tensor] = {}
-        # spectral norm's W / sigma is computed once per step, not at each of the many calls of E, G and D
-        with engine._autocast(), parametrize.cached():
-            if engine.mode == "translation":
-                terms, fakes = engine._translation_terms(x_p, x_a, labels, mask)
-            elif engine.mode == "segmentation":
-                c, u, skips = engine.network.encode(x_p)
-                terms = {"loss_seg": engine._segmentation_loss(c, u, skips, labels, mask)}
-            elif engine.mode == "autoencoder":
-                net, size = engine.network, x_p.shape[-2:]
-                c_p, u_p, s_p = net.encode(x_p)
-                c_a, u_a, _ = net.encode(x_a)
-                rec_p, rec_a = _l1(net.autoencode(c_p, u_p, size), x_p), _l1(net.autoencode(c_a, u_a, size), x_a)
-                terms = {
-                    "loss_seg": engine._segmentation_loss(c_p, u_p, s_p, labels, mask),
-                    # the mean over the P and A images, as the authors' ae_segmentation.py (one batch of both)
-                    "loss_rec": (rec_p + rec_a) / 2,
-                }
-            else:
-                terms = engine._mean_teacher_terms(x_p, labels, mask)
-        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-        loss_d = engine._discriminator_step(x_p, x_a, fakes) if discriminators else None
-        with engine._autocast(), parametrize.cached():
-            if discriminators:
-                terms["loss_adv"] = engine._adversarial_term(fakes)
-            loss = sum(engine.weights[k] * v for k, v in terms.items())
-        engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        engine._step(loss, engine.optimizer)
-        if loss_d is not None:
-            terms["loss_d"] = loss_d
-        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-        if engine.scaler is not None:
-            engine.scaler.update()
-        engine.state.output = {
-            Keys.IMAGE: x_p,
-            Keys.LABEL: labels,
-            Keys.LOSS: loss.detach(),
-            **{k: v.detach() for k, v in terms.items()},
-        }
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
-        return engine.state.output

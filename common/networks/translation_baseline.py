@@ -36,8 +36,8 @@ class TranslationBaselineNet(nn.Module):
     normalised; with ``reconstruction_decoder`` a second such decoder, without long skips, reconstructs the image.
 
     The decoders read the whole bottleneck (512 channels at width 1), as the authors' baselines; :meth:`encode`
-    still returns it split as the translation encoder's ``(c, u)`` (3/4, 1/4) so that
-    :class:`~common.engines.translation.TranslationTrainer` drives both networks through the same calls.
+    still returns it split as the translation encoder's ``(c, u)`` (3/4, 1/4) so that the trainers on
+    :class:`~common.engines.translation.TranslationTrainerBase` drive both networks through the same calls.
     ``forward`` returns ``(B, 2, H, W)`` logits ``[0, s]`` as ``TranslationSegNet``'s. The mean-teacher baseline
     uses two of these networks (student and its EMA teacher).
 
