@@ -1019,7 +1019,14 @@ def markdown(task: Task, rows: list[dict[str, Any]], command: str, machine: str,
             lines.append(
                 f"- {r['labelled']} labelled, seed {r['seed']}: coverage {_rate(last['coverage'])}, precision "
                 f"{_rate(last['precision'])} (unconfident pixels right: {_rate(last['accuracy_unconfident'])}, "
-                f"Dice of S {_rate(last['dice'])}, {last['items']} images); per epoch "
+                f"Dice of S {_rate(last['dice'])}, {last['items']} images"
+                + (
+                    f"; foreground: {_rate(last['foreground_coverage'])} of the true object pixels get a confident "
+                    f"foreground pseudo-label, {_rate(last['foreground_precision'])} of those right"
+                    if "foreground_coverage" in last
+                    else ""
+                )
+                + "); per epoch "
                 + " ".join(f"{_rate(x['coverage'], 2)}/{_rate(x['precision'], 2)}" for x in epochs)
             )
     total = sum(r["wall_s"] for r in rows)

@@ -32,7 +32,16 @@ TRUTH = torch.tensor([[[1, 0, 0, 2], [0, 1, 2, 1]], [[2, 2, 2, 0], [0, 0, 0, 1]]
 # the others (0,3) (1,0) (1,1) (1,3): right on 3 and 2 -> 5/8. Pooled Dice: class 1 2*2/(5+4), class 2 2*4/(4+5).
 # A ">=" comparison would give coverage 10/16 and precision 7/10, a "<" one 6/16 and 3/6; precision over every pixel
 # (no mask) 11/16; accuracy of the unconfident pixels over every pixel 11/16 too.
-EXPECTED = {"coverage": 0.5, "precision": 0.75, "accuracy_unconfident": 0.625, "dice": (4 / 9 + 8 / 9) / 2}
+# Confident pixels pseudo-labelled foreground: 3 per image, right on 2 each -> 6 of the 9 true foreground pixels,
+# foreground precision 4/6 (the background pixel (0,2) of image 0 does not count).
+EXPECTED = {
+    "coverage": 0.5,
+    "precision": 0.75,
+    "accuracy_unconfident": 0.625,
+    "dice": (4 / 9 + 8 / 9) / 2,
+    "foreground_coverage": 6 / 9,
+    "foreground_precision": 4 / 6,
+}
 
 
 class _FixedSegmenter(nn.Module):

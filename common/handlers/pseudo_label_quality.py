@@ -33,7 +33,7 @@ from common.engines.adversarial_semi import confident_pseudo_labels
 
 __all__ = ["QUALITY_KEYS", "PseudoLabelQualityHandler", "pseudo_label_counts", "pseudo_label_quality"]
 
-QUALITY_KEYS = ("coverage", "precision", "accuracy_unconfident", "dice")
+QUALITY_KEYS = ("coverage", "precision", "accuracy_unconfident", "dice", "foreground_coverage", "foreground_precision")
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ def pseudo_label_counts(
         "confident": mask.sum(),
         "confident_correct": (correct & mask).sum(),
         "unconfident_correct": (correct & ~mask).sum(),
+        "confident_foreground": (mask & (pred > 0)).sum(),
+        "confident_foreground_correct": (mask & (pred > 0) & correct).sum(),
         "predicted": torch.bincount(pred.flatten(), minlength=num_classes),
         "true": torch.bincount(truth.flatten(), minlength=num_classes),
         "overlap": torch.bincount(pred[correct], minlength=num_classes),
@@ -84,7 +86,10 @@ def pseudo_label_quality(counts: Mapping[str, torch.Tensor]) -> dict[str, float]
         ``coverage``: share of the pixels that are confident; ``precision``: share of the confident pixels whose
         pseudo-label (argmax) is right; ``accuracy_unconfident``: the same share among the other pixels;
         ``dice``: Dice of the argmax against the truth, pooled over all pixels per foreground class, then averaged
-        over the foreground classes present in prediction or truth.
+        over the foreground classes present in prediction or truth; ``foreground_coverage``: confident pixels
+        pseudo-labelled as a foreground class, per true foreground pixel (what the pseudo-label loss can teach of
+        the object: the background dominates ``coverage`` and ``precision``); ``foreground_precision``: share of
+        those that are right.
     """
     pixels, confident = int(counts["pixels"]), int(counts["confident"])
     predicted, true, overlap = (counts[k][1:].double() for k in ("predicted", "true", "overlap"))
@@ -95,6 +100,10 @@ def pseudo_label_quality(counts: Mapping[str, torch.Tensor]) -> dict[str, float]
         "precision": _ratio(int(counts["confident_correct"]), confident),
         "accuracy_unconfident": _ratio(int(counts["unconfident_correct"]), pixels - confident),
         "dice": dice,
+        "foreground_coverage": _ratio(int(counts.get("confident_foreground", 0)), float(true.sum())),
+        "foreground_precision": _ratio(
+            int(counts.get("confident_foreground_correct", 0)), int(counts.get("confident_foreground", 0))
+        ),
     }
 
 
