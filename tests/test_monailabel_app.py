@@ -7,11 +7,14 @@ copied into a temporary folder in the repository's layout (``<root>/monailabel_a
 finds the bundles where it finds the repository's by default, and weights (untrained networks') never land in
 ``bundles/``. The studies folder starts as a folder of 5 PNG images without any label. The tests run in file order on
 one server: af_seg trains with no label, then adversarial_semi_seg with 2 final labels and 3 unlabelled images, then
-af_seg pre-annotates the images that still have no final label.
+af_seg pre-annotates the images that still have no final label, MC-dropout scoring ranks them, and last 50
+concurrent inference requests all get a valid mask (``concurrent_inference``, which benchmarks/monailabel_load.py
+also runs, with ``prepare_app_root`` and ``server_env``).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -19,6 +22,8 @@ import shutil
 import subprocess
 import time
 import urllib.error
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +49,9 @@ NUM_IMAGES = 5
 LABELLED = ["img0", "img1"]
 EPISTEMIC_BUNDLE = "adversarial_semi_seg"  # a U-Net: takes a dropout rate
 SIZE = (48, 56)  # (height, width)
+LOAD_BUNDLE = "adversarial_semi_seg"  # concurrent inference requests (issue 18: 50 at once, all succeed)
+LOAD_REQUESTS = 50
+LOAD_CONCURRENCY = 10
 # tiny trainings: one epoch, small patches, a few prior steps (architectures unchanged: inference loads the weights)
 AF_SEG_OVERRIDES = {
     "patch_size": [32, 32],
@@ -117,26 +125,33 @@ def _image(index: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(50 + 130 * mask + rng.normal(0, 8, SIZE), 0, 255).astype(np.uint8), mask.astype(np.uint8)
 
 
-@pytest.fixture(scope="module")
-def app_server(tmp_path_factory):
-    if not SERVER_PYTHON.is_file():
-        pytest.fail(f"no MONAI Label environment at {SERVER_PYTHON}; make it with:\n{SETUP_HINT}", pytrace=False)
-    root = tmp_path_factory.mktemp("monailabel_app")
+def prepare_app_root(
+    root: Path, bundles: list[str], untrained: tuple[str, ...] = (), num_images: int = NUM_IMAGES
+) -> None:
+    """Lay out ``root`` for an :class:`AppServer`: the app in ``root/monailabel_app``, copies of ``bundles`` with their
+    untrained networks' weights in ``root/bundles`` (no ``models/model.pt`` for those in ``untrained``), ``num_images``
+    grey PNG images without labels in ``root/studies`` and their true masks in ``root/masks``."""
     shutil.copytree(
         REPO / "monailabel_app",
         root / "monailabel_app",
         ignore=shutil.ignore_patterns("logs", "model", "bin", "__pycache__"),
     )
-    for bundle in APP_BUNDLES:
+    for bundle in bundles:
         _add_bundle(bundle, root / "bundles")
-    (root / "bundles" / UNTRAINED / "models" / "model.pt").unlink()
+    for bundle in untrained:
+        (root / "bundles" / bundle / "models" / "model.pt").unlink()
     (root / "studies").mkdir()
     (root / "masks").mkdir()
-    for i in range(NUM_IMAGES):
+    for i in range(num_images):
         image, mask = _image(i)
         Image.fromarray(image).save(root / "studies" / f"img{i}.png")
         Image.fromarray(mask).save(root / "masks" / f"img{i}.png")
-    env = {
+
+
+def server_env(root: Path) -> dict[str, str]:
+    """The server's environment: this one with the repository on ``PYTHONPATH``, ``OMP_NUM_THREADS`` (default 1),
+    sessions under ``root`` and no automatic rescoring."""
+    return {
         **os.environ,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
         "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
@@ -144,11 +159,56 @@ def app_server(tmp_path_factory):
         "MONAI_LABEL_SESSION_PATH": str(root / "sessions"),
         "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",  # score when the test asks, not after every training/next sample
     }
+
+
+@dataclass
+class InferResult:
+    """One inference request of :func:`concurrent_inference`: its image, latency in seconds (send to full answer),
+    and the error it met (``None``: HTTP 200 and a valid mask)."""
+
+    image: str
+    latency: float
+    error: str | None = None
+
+
+def concurrent_inference(
+    server: AppServer, model: str, images: list[str], requests: int, concurrency: int
+) -> tuple[list[InferResult], float]:
+    """Send ``requests`` inference requests of ``model`` (cycling over ``images``) from a pool of ``concurrency``
+    threads, each waiting for its answer before taking the next, and check every answer is a mask of the image's size
+    with the bundle's label values; returns the results in submission order and the wall time of the whole loop."""
+
+    def one(image: str) -> InferResult:
+        start = time.perf_counter()
+        try:
+            content = server.infer(model, image)
+        except Exception as error:  # an HTTP error status, a refused connection, a timeout: a failed request
+            return InferResult(image, time.perf_counter() - start, f"{type(error).__name__}: {str(error)[:300]}")
+        latency = time.perf_counter() - start
+        try:
+            with Image.open(io.BytesIO(content)) as mask:
+                _check_mask(model, np.asarray(mask), SIZE, server)
+        except Exception as error:  # not an image, or a wrong size or label value
+            return InferResult(image, latency, f"invalid mask: {type(error).__name__}: {str(error)[:300]}")
+        return InferResult(image, latency)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        results = list(pool.map(one, [images[i % len(images)] for i in range(requests)]))
+    return results, time.perf_counter() - start
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory):
+    if not SERVER_PYTHON.is_file():
+        pytest.fail(f"no MONAI Label environment at {SERVER_PYTHON}; make it with:\n{SETUP_HINT}", pytrace=False)
+    root = tmp_path_factory.mktemp("monailabel_app")
+    prepare_app_root(root, APP_BUNDLES, untrained=(UNTRAINED,))
     srv = AppServer(
         root, _free_port(), APP_BUNDLES, {"epistemic_model": EPISTEMIC_BUNDLE, "epistemic_simulation_size": "4"}
     )
     try:
-        srv.start(env)
+        srv.start(server_env(root))
         yield srv
     finally:
         srv.stop()
@@ -258,3 +318,15 @@ def test_epistemic_scoring_and_most_uncertain_image_first(app_server: AppServer)
         sample = json.loads(app_server.request("POST", "/activelearning/epistemic", body={})[0])
         served.append(sample["id"])
     assert served == sorted(scores, key=scores.get, reverse=True), (served, scores)
+
+
+def test_concurrent_inference_requests_all_succeed(app_server: AppServer):
+    """50 inference requests from 10 threads at once (loopback): every one answers HTTP 200 with a valid mask. No
+    timing is asserted (the figures are in docs/performance.md, from benchmarks/monailabel_load.py)."""
+    images = [f"img{i}" for i in range(NUM_IMAGES)]
+    results, wall = concurrent_inference(app_server, LOAD_BUNDLE, images, LOAD_REQUESTS, LOAD_CONCURRENCY)
+    failed = [r for r in results if r.error is not None]
+    assert not failed, f"{len(failed)} of {len(results)} requests failed, first: {failed[0]}" + app_server.log_tail()
+    assert len(results) == LOAD_REQUESTS and all(r.latency > 0 for r in results), results
+    assert {r.image for r in results} == set(images)
+    assert wall >= max(r.latency for r in results)
