@@ -120,8 +120,9 @@ class Server:
         text = self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
         return "\n--- MONAI Label server log (tail) ---\n" + text[-chars:]
 
-    def start(self, env: dict[str, str]) -> None:
-        cmd = [
+    def command(self) -> list[str]:
+        """The ``start_server`` command line (the monaibundle app with the bundles as local models)."""
+        return [
             str(SERVER_PYTHON),
             "-m",
             "monailabel.main",
@@ -144,6 +145,10 @@ class Server:
             "sam2",
             "false",
         ]
+
+    def start(self, env: dict[str, str]) -> None:
+        """Start the server and wait until it answers ``/info/`` (raises with the log's tail if it does not)."""
+        cmd = self.command()
         self._log = open(self.log_path, "w", encoding="utf-8")
         self.process = subprocess.Popen(
             cmd, cwd=self.root, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True

@@ -19,9 +19,7 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import time
-import urllib.error
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +32,6 @@ from test_monailabel import (
     REPO,
     SERVER_PYTHON,
     SETUP_HINT,
-    START_TIMEOUT,
     TRAIN_TIMEOUT,
     Server,
     _add_bundle,
@@ -78,26 +75,14 @@ class AppServer(Server):
         self.app = root / "monailabel_app"
         self.conf = conf
 
-    def start(self, env: dict[str, str]) -> None:
-        """Start as ``Server.start`` does, with ``--conf`` from ``self.conf`` (its own are the monaibundle app's)."""
+    def command(self) -> list[str]:
+        """``Server``'s command line with this app and ``--conf`` from ``self.conf`` (its own are the monaibundle
+        app's)."""
         cmd = [str(SERVER_PYTHON), "-m", "monailabel.main", "start_server", "--app", str(self.app)]
         cmd += ["--studies", str(self.studies), "--host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1]]
         for key, value in {"models": ",".join(self.models), **self.conf}.items():
             cmd += ["--conf", key, value]
-        self._log = open(self.log_path, "w", encoding="utf-8")
-        self.process = subprocess.Popen(
-            cmd, cwd=self.root, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"MONAI Label server exited with {self.process.returncode}" + self.log_tail())
-            try:
-                self.get("/info/", timeout=5)
-                return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(1)
-        raise RuntimeError(f"MONAI Label server did not answer within {START_TIMEOUT} s" + self.log_tail())
+        return cmd
 
     def train(self, model: str, params: dict) -> dict:
         """Start a training over HTTP and wait for its end; returns the final status (asserted ``DONE``)."""
