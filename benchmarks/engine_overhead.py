@@ -351,7 +351,7 @@ CASES = [
     Case(
         "SupervisedTrainer",
         "supervised_seg",
-        "U-Net 16-256, DiceCE, Adam; batch 8 x 128x128; as configured: decollation, post-processing, train Dice",
+        "U-Net 16-256, DiceCE, Adam; batch 8 x 128x128; as configured (train_dice false: no train metric)",
         {},
         supervised_batches,
         supervised_bare,
