@@ -399,7 +399,14 @@ def train_label_free(server: AppServer, settings: Settings) -> float:
             "background#dsp_max_steps": 50,
         }
     else:
-        overrides = {"patch_size": size, "val_interval": epochs}
+        # small batches give several steps per epoch, and the bright-phase rule looks at the output only after a
+        # quarter of the epochs (at epoch 1 of a few steps the output has no contrast yet and the rule is a coin toss)
+        overrides = {
+            "patch_size": size,
+            "batch_size": settings.batch_size,
+            "phase_decide_epoch": max(1, epochs // 4),
+            "val_interval": epochs,
+        }
     params = {"max_epochs": epochs, "val_split": 0.2, "multi_gpu": False, "device": settings.device}
     start_log = len(server.log_text())
     started = time.perf_counter()
