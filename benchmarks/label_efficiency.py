@@ -280,6 +280,17 @@ def _unet(c: RunContext) -> dict[str, Any]:
     }
 
 
+def _hidden_truth(c: RunContext) -> dict[str, Any]:
+    """The ``diagnostic_truth`` override: a :class:`common.data.HiddenTruth` of the task's labels, against which a
+    method's pseudo-labels on its unlabelled images are scored (the unlabelled images all come from the "training"
+    list of every task's dataset.json); training never reads it."""
+    return {
+        "_target_": "common.data.HiddenTruth",
+        "datalist_file": str(Path(c.data["dataset_dir"]) / "dataset.json"),
+        "num_classes": c.task.num_classes,
+    }
+
+
 def _adversarial(c: RunContext) -> dict[str, Any]:
     size = c.task.image_size
     return {
@@ -292,13 +303,7 @@ def _adversarial(c: RunContext) -> dict[str, Any]:
         "network_def#strides": [2] * (len(c.task.unet_channels) - 1),
         "semi_start_epoch": max(c.task.epochs // 4, 1),  # paper: 5k of 20k iterations
         "discriminator_channels": [64, 128, 256],  # four stride-2 layers: images of 16 px and more
-        # scores the pseudo-labels on the unlabelled images against their hidden labels each epoch; training never
-        # reads it (the unlabelled images all come from the "training" list of every task's dataset.json)
-        "diagnostic_truth": {
-            "_target_": "common.data.HiddenTruth",
-            "datalist_file": str(Path(c.data["dataset_dir"]) / "dataset.json"),
-            "num_classes": c.task.num_classes,
-        },
+        "diagnostic_truth": _hidden_truth(c),  # scores the pseudo-labels each epoch
     }
 
 
@@ -367,11 +372,7 @@ def _mipr(
         out["cleaning_keep_largest_component"] = True  # one object per image (the digit)
     if rounds > 0:
         out["acceptance"] = acceptance
-        out["diagnostic_truth"] = {  # scores the pairs against the hidden labels; never used to accept
-            "_target_": "common.data.HiddenTruth",
-            "datalist_file": str(Path(c.data["dataset_dir"]) / "dataset.json"),
-            "num_classes": c.task.num_classes,
-        }
+        out["diagnostic_truth"] = _hidden_truth(c)  # scores the pairs; never used to accept
     return out
 
 
