@@ -627,6 +627,16 @@ def _segmenter_steps(workflow: Any) -> int:
     return int(trainer.state.iteration)
 
 
+def _validation_dice(workflow: Any) -> float | None:
+    """The key metric of the workflow's last validation (the labelled validation images; ``None`` where the bundle
+    has no ``validate#evaluator`` or it never ran): what a user may choose hyper-parameters with."""
+    if "validate#evaluator" not in workflow.parser:
+        return None
+    state = workflow.parser.get_parsed_content("validate#evaluator").state
+    value = state.metrics.get(state.key_metric_name) if state.key_metric_name else None
+    return None if value is None else float(value)
+
+
 def _classical(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Otsu or Chan-Vese on the test images of the run's split (prepared as the bundles prepare them); returns the
     evaluation folder's report."""
@@ -722,6 +732,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         workflow = run_workflow(spec["bundle"], spec["train_configs"], "train", **spec["overrides"])
         result["segmenter_steps"] = _segmenter_steps(workflow)
+        result["validation_dice"] = _validation_dice(workflow)
         if spec["bundle"] == "mipr_auto_annotation":
             rounds = workflow.parser.get_parsed_content("num_rounds")
             result["final_model_steps"] = result["segmenter_steps"]

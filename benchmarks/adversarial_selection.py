@@ -1,0 +1,221 @@
+"""Hung et al.'s semi-supervised hyper-parameters chosen on the labelled validation images, then the chosen setting
+against its like-for-like control on the test images.
+
+    python benchmarks/adversarial_selection.py [--task cluttered_mnist] [--labelled 20]
+        [--thresholds 0.2 0.1 0.03] [--semi-weights 0.1 1.0] [--selection-seeds 0] [--seeds 0 1 2]
+        [--jobs 2] [--out outputs/label_efficiency] [--quick]
+
+Stage 1 (selection): the ``adversarial`` arm of ``benchmarks/label_efficiency.py`` (same data, labelled share,
+segmenter steps, semi start and network) with every pair of ``semi_threshold`` (Hung et al.'s T_semi, 0.2) and
+``semi_weight`` (lambda_semi, 0.1) on the grid, for each ``--selection-seeds``. Each run's Dice on the task's
+labelled **validation** images after its last step (the ``validation_dice`` the benchmark records) is the only
+thing the choice reads: the setting with the highest mean validation Dice wins (ties: the grid's order, paper values
+first). ``adv_weight`` (0.01), ``semi_adv_weight`` (0.001) and the semi start (a quarter of the steps, as 5k of 20k
+iterations in the paper) stay at the paper's values.
+
+Stage 2 (test): the chosen setting for every ``--seeds`` against ``adversarial_control`` (``supervised_only.json``,
+the same recipe without the discriminator and the unlabelled images), paired over seeds with the 95 % interval, and
+the paper's setting beside it. (Every run is also evaluated on the test images, as every run of the benchmark is,
+and kept in the results file; the choice never reads those numbers, and the table shows them only for stage 2.)
+
+Runs go through ``label_efficiency.run_parent`` (one process, one torch thread each, ``--jobs`` at a time) into
+``<out>/<task>/selection/runs/<id>/``; finished runs are kept in ``<out>/<task>/selection/results.json`` and a rerun
+skips them. Written: ``<out>/<task>/selection/adversarial_selection.md`` (the validation grid, the choice, the test
+comparison) next to the results file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+for path in (REPO, REPO / "benchmarks"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import label_efficiency as le  # noqa: E402
+
+from common.atomic_write import write_text_atomic  # noqa: E402
+from common.metrics.results import paired_difference  # noqa: E402
+
+PAPER = {"semi_threshold": 0.2, "semi_weight": 0.1}  # Hung et al. (2018), Sec. 4.2
+
+
+def setting_name(setting: dict[str, float]) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in sorted(setting.items()))
+
+
+def grid(thresholds: Sequence[float], weights: Sequence[float]) -> list[dict[str, float]]:
+    """Every ``{semi_threshold, semi_weight}`` pair, the paper's first when it is on the grid."""
+    settings = [{"semi_threshold": t, "semi_weight": w} for t in thresholds for w in weights]
+    return sorted(settings, key=lambda s: s != PAPER)
+
+
+def spec_for(base: dict[str, Any], setting: dict[str, float] | None, out: Path) -> dict[str, Any]:
+    """``base`` (a ``label_efficiency.plan`` spec) with ``setting`` over its overrides, its own id, hash and folder."""
+    spec = json.loads(json.dumps(base))
+    for key in ("run_dir", "hash"):
+        spec.pop(key)
+    spec["overrides"].pop("output_dir", None)
+    spec["overrides"].pop("ckpt_dir", None)
+    if setting is not None:
+        spec["overrides"].update(setting)
+        spec["id"] = f"{spec['arm']}[{setting_name(setting)}]@{le.amount_text(spec['labelled'])}#s{spec['seed']}"
+        spec["setting"] = setting
+    spec["hash"] = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    run_dir = out / "runs" / "".join(c if c.isalnum() or c in "._-=" else "_" for c in spec["id"])
+    spec["run_dir"] = str(run_dir)
+    if spec["bundle"]:
+        spec["overrides"].update(output_dir=str(run_dir / "outputs"), ckpt_dir=str(run_dir / "models"))
+    return spec
+
+
+def run_all(specs: list[dict[str, Any]], results: Path, jobs: int, command: str) -> list[dict[str, Any]]:
+    """Run the specs not finished before (same id and hash); returns every finished row of ``results``."""
+    rows = le.load_results(results)
+    todo = [
+        s for s in specs if not any(r["id"] == s["id"] and r["hash"] == s["hash"] and r["status"] == "ok" for r in rows)
+    ]
+
+    def one(spec: dict[str, Any]) -> None:
+        print(f"== {spec['id']}: started", flush=True)
+        row = le.run_parent(spec, None)
+        row["command"] = command
+        if "setting" in spec:
+            row["setting"] = spec["setting"]
+        le.record_result(results, row)
+        text = f"val {row.get('validation_dice')}" if row["status"] == "ok" else f"FAILED: {row.get('error')}"
+        print(f"   {spec['id']}: {text}, {row['wall_s']} s", flush=True)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(one, todo))
+    return le.load_results(results)
+
+
+def choose(rows: Sequence[dict[str, Any]], settings: Sequence[dict[str, float]], seeds: Sequence[int]) -> tuple:
+    """``(chosen setting, {setting name: [validation Dice per selection seed]})``: the highest mean validation
+    Dice; a setting with a failed or missing run is not eligible."""
+    table: dict[str, list[float | None]] = {}
+    for setting in settings:
+        name = setting_name(setting)
+        table[name] = [
+            next(
+                (
+                    r.get("validation_dice")
+                    for r in rows
+                    if r.get("setting") == setting and r["seed"] == s and r["status"] == "ok"
+                ),
+                None,
+            )
+            for s in seeds
+        ]
+    eligible = [s for s in settings if all(v is not None for v in table[setting_name(s)])]
+    if not eligible:
+        raise RuntimeError("no setting finished on every selection seed")
+    best = max(eligible, key=lambda s: sum(table[setting_name(s)]) / len(seeds))  # first of ties: grid order
+    return best, table
+
+
+def markdown(
+    task: le.Task, labelled: int, table: dict, chosen: dict, rows: Sequence[dict], seeds: Sequence[int], command: str
+) -> str:
+    sel_seeds = len(next(iter(table.values())))
+    lines = [
+        f"# Adversarial semi-supervised hyper-parameters chosen on validation: {task.title}",
+        "",
+        f"Labelled training images: {labelled}; segmenter steps {task.steps} per run; command: `{command}`.",
+        "",
+        f"## Stage 1: validation Dice after the last step ({sel_seeds} selection seed(s)), test images not read",
+        "",
+        "| setting | validation Dice per seed | mean | |",
+        "|---|---|---|---|",
+    ]
+    for name, values in table.items():
+        shown = ", ".join("failed" if v is None else f"{v:.3f}" for v in values)
+        ok = [v for v in values if v is not None]
+        mean = f"{sum(ok) / len(ok):.3f}" if len(ok) == len(values) else "-"
+        marks = " ".join(
+            m for m, on in (("chosen", name == setting_name(chosen)), ("paper", name == setting_name(PAPER))) if on
+        )
+        lines.append(f"| {name} | {shown} | {mean} | {marks} |")
+
+    def test_dice(pred) -> dict[int, float]:
+        return {r["seed"]: r["dice_mean"] for r in rows if r["status"] == "ok" and pred(r) and r["seed"] in seeds}
+
+    control = test_dice(lambda r: r["arm"] == "adversarial_control" and "setting" not in r)
+    lines += [
+        "",
+        f"## Stage 2: test Dice, {len(seeds)} seeds, paired with the control (95 % interval over seeds)",
+        "",
+        "| arm | test Dice per seed | vs control | 95 % interval | |",
+        "|---|---|---|---|---|",
+        f"| control (supervised_only.json) | {', '.join(f'{control[s]:.3f}' for s in sorted(control))} | | | |",
+    ]
+    for label, setting in (("chosen: " + setting_name(chosen), chosen), ("paper: " + setting_name(PAPER), PAPER)):
+        if setting == chosen and label.startswith("paper"):
+            continue
+        mine = test_dice(lambda r, s=setting: r.get("setting") == s)
+        common = sorted(set(mine) & set(control))
+        if not common:
+            lines.append(f"| {label} | not run | | | |")
+            continue
+        diff = paired_difference([mine[s] for s in common], [control[s] for s in common])
+        lines.append(
+            f"| {label} | {', '.join(f'{mine[s]:.3f}' for s in common)} | {diff.mean:+.3f} | {diff.interval_text()} "
+            f"| {le._verdict(diff)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=list(le.TASKS), default="cluttered_mnist")
+    parser.add_argument("--labelled", type=int, default=None, help="labelled images (default: the task's lowest)")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.2, 0.1, 0.03])
+    parser.add_argument("--semi-weights", type=float, nargs="+", default=[0.1, 1.0])
+    parser.add_argument("--selection-seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", default=str(REPO / "outputs" / "label_efficiency"))
+    parser.add_argument("--quick", action="store_true", help="the benchmark's reduced data and steps (a smoke run)")
+    args = parser.parse_args(argv)
+    task = le.TASKS[args.task].scaled(args.quick)
+    labelled = args.labelled if args.labelled is not None else task.labelled[0]
+    out = Path(args.out).resolve() / (task.name + ("_quick" if args.quick else "")) / "selection"
+    out.mkdir(parents=True, exist_ok=True)
+    data = le.prepare_task(task, Path(args.out).resolve() / "data" / ("quick" if args.quick else "full"), args.quick)
+    seeds = sorted(set(args.seeds) | set(args.selection_seeds))
+    base = {
+        (s["arm"], s["seed"]): s
+        for s in le.plan(task, data, ["adversarial", "adversarial_control"], seeds, out)
+        if s["labelled"] == labelled
+    }
+    if not base:
+        raise SystemExit(f"{task.name} has no labelled amount {labelled}; choose from {task.labelled}")
+    command = "python benchmarks/adversarial_selection.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    results = out / "results.json"
+    settings = grid(args.thresholds, args.semi_weights)
+    specs = [spec_for(base["adversarial", s], setting, out) for setting in settings for s in args.selection_seeds]
+    rows = run_all(specs, results, args.jobs, command)
+    chosen, table = choose(rows, settings, args.selection_seeds)
+    print(f"chosen on validation: {setting_name(chosen)}", flush=True)
+    stage2 = [spec_for(base["adversarial", s], chosen, out) for s in args.seeds]
+    stage2 += [spec_for(base["adversarial", s], PAPER, out) for s in args.seeds if PAPER != chosen]
+    stage2 += [spec_for(base["adversarial_control", s], None, out) for s in args.seeds]
+    rows = run_all(stage2, results, args.jobs, command)
+    text = markdown(task, labelled, table, chosen, rows, args.seeds, command)
+    write_text_atomic(out / "adversarial_selection.md", text)
+    print("\n" + text + f"\nwritten: {results}, {out / 'adversarial_selection.md'}")
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
