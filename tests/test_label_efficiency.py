@@ -125,6 +125,8 @@ def test_quick_run_writes_tables_plot_and_resumes(tmp_path: Path):
         assert r["test_images"] == 20 and len(r["dice_per_image"]) == 20
         assert r["wall_s"] > 0 and r["cpu_s"] > 0 and 50 < r["peak_mib"] < 16384
         assert r["segmenter_steps"] == (0 if r["arm"] == "otsu" else 8)  # measured in the run: the quick budget
+        if r["arm"] != "otsu":  # the last validation's Dice on the labelled validation images (what a user tunes on)
+            assert isinstance(r["validation_dice"], float), r
     trained = [r for r in rows if r["arm"] != "otsu" and r["labelled"] == 20]
     assert {r["labelled_images"] for r in trained} == {20}
     table = (folder / "label_efficiency.md").read_text(encoding="utf-8")

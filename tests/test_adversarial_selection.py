@@ -1,0 +1,71 @@
+"""benchmarks/adversarial_selection.py: the grid, the runs' identities, and a choice that reads the validation Dice
+only (never the test Dice every run also has)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+spec = importlib.util.spec_from_file_location("adversarial_selection", REPO / "benchmarks" / "adversarial_selection.py")
+sel = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sel)
+le = sel.le
+
+DATA = {"dataset_dir": "/nowhere", "training_images": 100, "split_given": True}
+
+
+def test_grid_puts_the_papers_setting_first():
+    settings = sel.grid([0.1, 0.2], [1.0, 0.1])
+    assert settings[0] == {"semi_threshold": 0.2, "semi_weight": 0.1} == sel.PAPER
+    assert len(settings) == 4 and len({sel.setting_name(s) for s in settings}) == 4
+
+
+def test_each_setting_is_its_own_run_with_the_benchmarks_recipe(tmp_path: Path):
+    base = {
+        (s["arm"], s["seed"]): s for s in le.plan(le.TASKS["cluttered_mnist"], DATA, ["adversarial"], [0], tmp_path)
+    }
+    plain = base["adversarial", 0]
+    a = sel.spec_for(plain, {"semi_threshold": 0.1, "semi_weight": 1.0}, tmp_path)
+    b = sel.spec_for(plain, sel.PAPER, tmp_path)
+    assert a["overrides"]["semi_threshold"] == 0.1 and a["overrides"]["semi_weight"] == 1.0
+    assert len({a["id"], b["id"], plain["id"]}) == 3 and a["hash"] != b["hash"] and a["run_dir"] != b["run_dir"]
+    assert a["overrides"]["output_dir"].startswith(a["run_dir"]) and a["overrides"]["ckpt_dir"].startswith(a["run_dir"])
+    same = {
+        k: v for k, v in a["overrides"].items() if k not in ("semi_threshold", "semi_weight", "output_dir", "ckpt_dir")
+    }
+    assert same == {k: v for k, v in plain["overrides"].items() if k in same}  # steps, data, network: the arm's
+    assert a["planned_steps"] == plain["planned_steps"] == le.TASKS["cluttered_mnist"].steps
+    assert sel.spec_for(plain, sel.PAPER, tmp_path)["hash"] == b["hash"]  # a rerun finds it
+
+
+def _row(setting, seed, validation, test, status="ok"):
+    return {"setting": setting, "seed": seed, "validation_dice": validation, "dice_mean": test, "status": status}
+
+
+def test_choice_reads_the_validation_dice_not_the_test_dice():
+    low, high = {"semi_threshold": 0.1, "semi_weight": 0.1}, {"semi_threshold": 0.03, "semi_weight": 0.1}
+    settings = [sel.PAPER, low, high]
+    rows = [
+        _row(sel.PAPER, 0, 0.50, 0.90),  # best on test, not on validation
+        _row(sel.PAPER, 1, 0.52, 0.90),
+        _row(low, 0, 0.60, 0.10),
+        _row(low, 1, 0.58, 0.10),
+        _row(high, 0, 0.70, 0.10),  # best validation on seed 0, but its seed 1 failed: not eligible
+        _row(high, 1, None, None, status="failed"),
+    ]
+    chosen, table = sel.choose(rows, settings, [0, 1])
+    assert chosen == low
+    assert table[sel.setting_name(low)] == [0.60, 0.58] and table[sel.setting_name(high)] == [0.70, None]
+
+
+def test_choice_ties_go_to_the_paper_and_nothing_finished_is_an_error():
+    other = {"semi_threshold": 0.1, "semi_weight": 1.0}
+    rows = [_row(other, 0, 0.5, 0.9), _row(sel.PAPER, 0, 0.5, 0.1)]
+    assert sel.choose(rows, [sel.PAPER, other], [0])[0] == sel.PAPER
+    with pytest.raises(RuntimeError, match="no setting finished"):
+        sel.choose([_row(other, 0, None, None, "failed")], [other], [0])
