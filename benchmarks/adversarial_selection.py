@@ -27,7 +27,6 @@ comparison) next to the results file.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shlex
 import sys
@@ -70,7 +69,7 @@ def spec_for(base: dict[str, Any], setting: dict[str, float] | None, out: Path) 
         spec["overrides"].update(setting)
         spec["id"] = f"{spec['arm']}[{setting_name(setting)}]@{le.amount_text(spec['labelled'])}#s{spec['seed']}"
         spec["setting"] = setting
-    spec["hash"] = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    spec["hash"] = le.spec_hash(spec)
     run_dir = out / "runs" / "".join(c if c.isalnum() or c in "._-=" else "_" for c in spec["id"])
     spec["run_dir"] = str(run_dir)
     if spec["bundle"]:

@@ -575,6 +575,12 @@ def amount_text(k: int | None) -> str:
     return "all" if k is None else str(k)
 
 
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    """What identifies a run's settings (a rerun with another hash is not skipped): 12 hex digits of the SHA-256 of
+    the spec (without its folder) as sorted JSON."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def plan(task: Task, data: Mapping[str, Any], arms: Sequence[str], seeds: Sequence[int], out: Path) -> list[dict]:
     """The run specs (arm x labelled amount x seed) of this invocation; every method and its control are planned with
     the same segmenter steps (a ``ValueError`` otherwise)."""
@@ -608,7 +614,7 @@ def plan(task: Task, data: Mapping[str, Any], arms: Sequence[str], seeds: Sequen
                     "num_classes": task.num_classes,
                     "class_names": list(task.class_names),
                 }
-                spec["hash"] = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+                spec["hash"] = spec_hash(spec)
                 spec["run_dir"] = str(run_dir)
                 if arm.bundle:
                     spec["overrides"].update(output_dir=str(run_dir / "outputs"), ckpt_dir=str(run_dir / "models"))
@@ -635,6 +641,27 @@ def _validation_dice(workflow: Any) -> float | None:
     state = workflow.parser.get_parsed_content("validate#evaluator").state
     value = state.metrics.get(state.key_metric_name) if state.key_metric_name else None
     return None if value is None else float(value)
+
+
+def _record_validation_curve(workflow: Any) -> list[dict[str, float]]:
+    """A list that fills, as the (initialised, not yet run) workflow trains, with ``{"epoch", "iteration",
+    "dice"}`` after each validation: the trainer's epoch and step, and the validation key metric (empty where the
+    bundle has no ``validate#evaluator`` and ``train#trainer``)."""
+    from ignite.engine import Events
+
+    curve: list[dict[str, float]] = []
+    if "validate#evaluator" not in workflow.parser or "train#trainer" not in workflow.parser:
+        return curve
+    evaluator = workflow.parser.get_parsed_content("validate#evaluator")
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+
+    def record(engine: Any) -> None:
+        value = engine.state.metrics.get(engine.state.key_metric_name)
+        if value is not None:
+            curve.append({"epoch": trainer.state.epoch, "iteration": trainer.state.iteration, "dice": float(value)})
+
+    evaluator.add_event_handler(Events.COMPLETED, record)
+    return curve
 
 
 def _classical(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -718,7 +745,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
     import torch
 
-    from common.bundle import run_workflow
+    from common.bundle import load_workflow, run_workflow
     from common.metrics import read_metrics
 
     torch.set_num_threads(1)
@@ -730,9 +757,14 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         eval_dir = Path(_classical(spec, run_dir)["eval_dir"])
         result["segmenter_steps"] = 0
     else:
-        workflow = run_workflow(spec["bundle"], spec["train_configs"], "train", **spec["overrides"])
+        workflow = load_workflow(spec["bundle"], spec["train_configs"], "train", **spec["overrides"])
+        workflow.initialize()
+        curve = _record_validation_curve(workflow)
+        workflow.run()
+        workflow.finalize()
         result["segmenter_steps"] = _segmenter_steps(workflow)
         result["validation_dice"] = _validation_dice(workflow)
+        result["validation_curve"] = curve
         if spec["bundle"] == "mipr_auto_annotation":
             rounds = workflow.parser.get_parsed_content("num_rounds")
             result["final_model_steps"] = result["segmenter_steps"]

@@ -127,6 +127,8 @@ def test_quick_run_writes_tables_plot_and_resumes(tmp_path: Path):
         assert r["segmenter_steps"] == (0 if r["arm"] == "otsu" else 8)  # measured in the run: the quick budget
         if r["arm"] != "otsu":  # the last validation's Dice on the labelled validation images (what a user tunes on)
             assert isinstance(r["validation_dice"], float), r
+            assert [p["epoch"] for p in r["validation_curve"]] == [2], r  # validated once, after the last epoch
+            assert r["validation_curve"][-1]["dice"] == r["validation_dice"]
     trained = [r for r in rows if r["arm"] != "otsu" and r["labelled"] == 20]
     assert {r["labelled_images"] for r in trained} == {20}
     table = (folder / "label_efficiency.md").read_text(encoding="utf-8")

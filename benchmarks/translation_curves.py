@@ -1,0 +1,156 @@
+"""Learning curves of every translation_semi_seg config on the label-scarce benchmark's cluttered MNIST recipe.
+
+    python benchmarks/translation_curves.py [--labelled 20] [--seeds 0] [--configs train.json seg_only.json ...]
+        [--jobs 2] [--out outputs/label_efficiency] [--png PATH] [--quick]
+
+Each config (merged over ``train.json``; default every training variant of the bundle) runs the benchmark's
+translation recipe (``label_efficiency``: ``network_width`` 0.25, batch 10 + 10 target-absent images, the labelled
+share, ``Task.steps`` segmenter steps in ``Task.epochs`` epochs) with one change: it validates after **every** epoch
+(``val_interval`` 1) and keeps its last network (``select_by_key_metric`` false, so the test Dice is the last
+model's, as in the benchmark). The validation key metric (soft Dice on the validation target-present images) of
+each epoch is the curve; the last network's test Dice is given beside it.
+
+Runs go through ``label_efficiency.run_parent`` (one process and torch thread each, ``--jobs`` at a time) into
+``<out>/cluttered_mnist/curves/runs/<id>/``; finished runs are kept in ``.../curves/results.json`` and a rerun skips
+them. Written: ``.../curves/translation_curves.md`` (per config: validation Dice per epoch, test Dice, wall s) and the
+plot (``--png``, default ``.../curves/translation_curves.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+for path in (REPO, REPO / "benchmarks"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import label_efficiency as le  # noqa: E402
+from adversarial_selection import run_all  # noqa: E402
+
+from common.atomic_write import write_text_atomic  # noqa: E402
+
+# every training variant of the bundle (configs/), in the order of its docs: the method, its ablations, the baselines
+CONFIGS = (
+    "train.json",
+    "no_translation.json",
+    "p_to_a_only.json",
+    "sep_dec.json",
+    "segmentation_path_only.json",
+    "seg_only.json",
+    "ae_baseline.json",
+    "mean_teacher.json",
+)
+CURVE = {"val_interval": 1, "select_by_key_metric": False}
+
+
+def curve_spec(base: dict[str, Any], config: str, out: Path) -> dict[str, Any]:
+    """The ``translation`` arm's spec ``base`` with ``config`` merged over ``train.json`` and :data:`CURVE`."""
+    spec = {k: v for k, v in base.items() if k not in ("run_dir", "hash")}
+    configs = ["train.json"] + ([] if config == "train.json" else [config])
+    spec = {
+        **spec,
+        "arm": f"translation:{config}",
+        "train_configs": configs,
+        "eval_configs": configs + ["evaluate.json"],
+    }
+    spec["overrides"] = {
+        **{k: v for k, v in base["overrides"].items() if k not in ("output_dir", "ckpt_dir")},
+        **CURVE,
+    }
+    spec["id"] = f"{config.removesuffix('.json')}@{le.amount_text(spec['labelled'])}#s{spec['seed']}"
+    spec["hash"] = le.spec_hash(spec)
+    run_dir = out / "runs" / spec["id"].replace("@", "_").replace("#", "_")
+    spec["run_dir"] = str(run_dir)
+    spec["overrides"].update(output_dir=str(run_dir / "outputs"), ckpt_dir=str(run_dir / "models"))
+    return spec
+
+
+def markdown(rows: Sequence[dict[str, Any]], configs: Sequence[str], command: str, quick: bool) -> str:
+    epochs = sorted({p["epoch"] for r in rows if r["status"] == "ok" for p in r.get("validation_curve", [])})
+    lines = [
+        "# translation_semi_seg: validation Dice after every epoch, every config" + (" (QUICK RUN)" if quick else ""),
+        "",
+        f"Command: `{command}`. One row per run; the test Dice is the last network's.",
+        "",
+        "| config | seed | " + " | ".join(f"epoch {e}" for e in epochs) + " | test Dice | steps | wall s |",
+        "|---|---|" + "---|" * (len(epochs) + 3),
+    ]
+    for config in configs:
+        for r in sorted((r for r in rows if r["arm"] == f"translation:{config}"), key=lambda r: r["seed"]):
+            if r["status"] != "ok":
+                lines.append(f"| {config} | {r['seed']} | failed |" + " |" * (len(epochs) + 2))
+                continue
+            by_epoch = {p["epoch"]: p["dice"] for p in r["validation_curve"]}
+            cells = [f"{by_epoch[e]:.3f}" if e in by_epoch else "-" for e in epochs]
+            lines.append(
+                f"| {config} | {r['seed']} | {' | '.join(cells)} | {r['dice_mean']:.3f} | {r['segmenter_steps']} "
+                f"| {r['wall_s']:.0f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: Sequence[dict[str, Any]], configs: Sequence[str], path: Path) -> None:
+    """Validation Dice against segmenter steps, one line per run (PNG, written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from common.atomic_write import write_binary_atomic
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for config in configs:
+        for r in rows:
+            if r["arm"] != f"translation:{config}" or r["status"] != "ok" or not r["validation_curve"]:
+                continue
+            steps = [p["iteration"] for p in r["validation_curve"]]
+            dice = [p["dice"] for p in r["validation_curve"]]
+            style = "-" if config in ("train.json", "segmentation_path_only.json") else "--"
+            ax.plot(steps, dice, style, marker="o", label=f"{config.removesuffix('.json')} (s{r['seed']})")
+    ax.set_xlabel("segmenter steps")
+    ax.set_ylabel("validation Dice")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("translation_semi_seg on cluttered MNIST: every config")
+    write_binary_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--labelled", type=int, default=None, help="labelled images (default: the task's lowest)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", default=str(REPO / "outputs" / "label_efficiency"))
+    parser.add_argument("--png", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true", help="the benchmark's reduced data and steps (a smoke run)")
+    args = parser.parse_args(argv)
+    task = le.TASKS["cluttered_mnist"].scaled(args.quick)
+    labelled = args.labelled if args.labelled is not None else task.labelled[0]
+    out = Path(args.out).resolve() / (task.name + ("_quick" if args.quick else "")) / "curves"
+    out.mkdir(parents=True, exist_ok=True)
+    data = le.prepare_task(task, Path(args.out).resolve() / "data" / ("quick" if args.quick else "full"), args.quick)
+    base = {s["seed"]: s for s in le.plan(task, data, ["translation"], args.seeds, out) if s["labelled"] == labelled}
+    if not base:
+        raise SystemExit(f"{task.name} has no labelled amount {labelled}; choose from {task.labelled}")
+    command = "python benchmarks/translation_curves.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    results = out / "results.json"
+    specs = [curve_spec(base[s], c, out) for c in args.configs for s in args.seeds]
+    rows = [r for r in run_all(specs, results, args.jobs, command) if r["id"] in {s["id"] for s in specs}]
+    text = markdown(rows, args.configs, command, args.quick)
+    write_text_atomic(out / "translation_curves.md", text)
+    plot(rows, args.configs, args.png or out / "translation_curves.png")
+    print("\n" + text + f"\nwritten: {results}, {out / 'translation_curves.md'}")
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""benchmarks/translation_curves.py: each config is the benchmark's translation recipe plus a validation every
+epoch and the last network kept; the table lays the curves out by epoch."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+spec = importlib.util.spec_from_file_location("translation_curves", REPO / "benchmarks" / "translation_curves.py")
+tc = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tc)
+le = tc.le
+
+TASK = le.TASKS["cluttered_mnist"]
+DATA = {
+    "dataset_dir": "/nowhere",
+    "training_images": 2000,
+    "split_given": True,
+    "translation_sizes": {"num_train": 2000, "num_val": 200, "num_test": 500},
+}
+
+
+def test_every_config_exists_and_runs_the_benchmarks_recipe_with_a_curve(tmp_path: Path):
+    (base,) = [s for s in le.plan(TASK, DATA, ["translation"], [0], tmp_path) if s["labelled"] == 20]
+    specs = [tc.curve_spec(base, c, tmp_path) for c in tc.CONFIGS]
+    for config, s in zip(tc.CONFIGS, specs):
+        assert (REPO / "bundles" / "translation_semi_seg" / "configs" / config).is_file()
+        assert s["train_configs"][0] == "train.json" and s["train_configs"][-1] == config
+        assert s["eval_configs"] == s["train_configs"] + ["evaluate.json"]
+        assert s["overrides"]["val_interval"] == 1 and s["overrides"]["select_by_key_metric"] is False
+        recipe = {k: v for k, v in s["overrides"].items() if k not in ("val_interval", "output_dir", "ckpt_dir")}
+        recipe.pop("select_by_key_metric")
+        assert recipe == {k: v for k, v in base["overrides"].items() if k in recipe}
+        assert s["overrides"]["ckpt_dir"].startswith(s["run_dir"])
+    assert len({s["id"] for s in specs}) == len({s["hash"] for s in specs}) == len({s["run_dir"] for s in specs}) == 8
+    assert specs[0]["train_configs"] == ["train.json"]
+
+
+def test_table_lays_each_run_out_by_epoch():
+    rows = [
+        {
+            "arm": "translation:train.json",
+            "seed": 0,
+            "status": "ok",
+            "validation_curve": [
+                {"epoch": 1, "iteration": 100, "dice": 0.1},
+                {"epoch": 2, "iteration": 200, "dice": 0.3},
+            ],
+            "dice_mean": 0.31,
+            "segmenter_steps": 200,
+            "wall_s": 12.0,
+        },
+        {"arm": "translation:seg_only.json", "seed": 0, "status": "failed"},
+    ]
+    text = tc.markdown(rows, ["train.json", "seg_only.json"], "cmd", quick=False)
+    assert "| config | seed | epoch 1 | epoch 2 | test Dice | steps | wall s |" in text
+    assert "| train.json | 0 | 0.100 | 0.300 | 0.310 | 200 | 12 |" in text
+    assert "| seg_only.json | 0 | failed |" in text
