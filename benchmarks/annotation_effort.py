@@ -31,10 +31,10 @@ unlabelled image (``--epochs`` epochs of ``--epoch-length`` iterations, the same
 from the current weights; ``val_split`` 0, so every final label trains). After round R the last model's pool Dice on
 the images never annotated is recorded too.
 
-One step is not over HTTP: ``adversarial_semi_seg`` writes ``models/model.pt`` only from its validation (best key
-metric), and with one final label there is nothing to validate on, so after each training the benchmark copies the
-network of the run's last ``checkpoint_epoch=N.pt`` into the bundle's ``models/model.pt`` (the file the app serves),
-for every round alike.
+Every step is over HTTP: with ``val_split`` 0 the app's train task has ``adversarial_semi_seg`` skip its (empty)
+validation and write its network at the end of each training to ``models/model.pt`` (``select_by_key_metric``
+false), the file the app serves next round. The untrained networks' weights each arm starts from are drawn after
+``torch.manual_seed(seed)`` with the arm's seed, so the strategies and starts of one seed start from the same weights.
 
 Written to ``--out``: ``annotation_effort.json`` (every round of every arm, the settings, the machine, the command)
 and ``annotation_effort.md`` (per arm, mean ± sd over seeds: pixels corrected in total after R images, that total
@@ -339,31 +339,22 @@ def next_epistemic(server: AppServer, unlabelled: Sequence[str], settings: Setti
     return chosen, float(server.get("/datastore/image/info", image=chosen)["epistemic_entropy"])
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    import torch
-
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def train_semi(server: AppServer, labelled: int, unlabelled: int, settings: Settings, seed: int) -> float:
     """Retrain ``adversarial_semi_seg`` through the server (fresh run of ``epochs`` epochs from the current weights,
-    every final label trains, training seed ``seed``) and serve its last network (see the module docs); returns the
-    wall seconds."""
-    import torch
-
-    from common.handlers.resume import epoch_checkpoints, latest_checkpoint
+    every final label trains, training seed ``seed``; the app then serves its last network, see the module docs);
+    returns the wall seconds."""
+    from common.handlers.resume import epoch_checkpoints
 
     models = server.root / "bundles" / SEMI / "models"
-    for old in epoch_checkpoints(models):
+    for old in epoch_checkpoints(models):  # a fresh run: no older epoch checkpoint lies around
         old.unlink()
+    served = models / "model.pt"
+    before = served.stat().st_mtime_ns if served.is_file() else None
     overrides = {
         "epoch_length": settings.epoch_length,
         "batch_size": settings.batch_size,
         "unlabeled_batch_size": min(settings.unlabeled_batch_size, unlabelled),
         "semi_start_epoch": settings.epochs // 4,
-        "val_interval": settings.epochs + 1,  # no validation: there may be no label to hold out
         "resume": False,
         "patch_size": [settings.image_size, settings.image_size],
         "seed": seed,
@@ -376,11 +367,8 @@ def train_semi(server: AppServer, labelled: int, unlabelled: int, settings: Sett
     expected = f"{labelled} labelled for training, 0 for validation, {unlabelled} unlabelled images"
     if expected not in server.log_text()[start_log:]:
         raise RuntimeError(f"{SEMI}: the server log does not say '{expected}'" + server.log_tail())
-    checkpoint = latest_checkpoint(models)
-    if checkpoint is None:
-        raise RuntimeError(f"{SEMI}: no checkpoint_epoch=N.pt after training" + server.log_tail())
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["network"]
-    _save_atomic({"model": state}, models / "model.pt")
+    if not served.is_file() or served.stat().st_mtime_ns == before:
+        raise RuntimeError(f"{SEMI}: the training did not write {served}" + server.log_tail())
     return wall
 
 
@@ -425,6 +413,7 @@ def run_arm(
     label_free_weights: Path | None,
 ) -> dict[str, Any]:
     """One arm of the loop on its own server (see the module docs); returns its record (``status`` ok or failed)."""
+    import torch
     from PIL import Image
 
     root = work / arm.slug
@@ -432,6 +421,7 @@ def run_arm(
     label_free = arm.start == "label_free"
     bundles = [SEMI] + ([settings.label_free] if label_free else [])
     untrained = (settings.label_free,) if label_free and label_free_weights is None else ()
+    torch.manual_seed(arm.seed)  # the untrained weights: the same for every strategy and start of a seed
     prepare_app_root(root, bundles, untrained=untrained, num_images=0)
     if label_free and label_free_weights is not None:
         shutil.copy2(label_free_weights, root / "bundles" / settings.label_free / "models" / "model.pt")

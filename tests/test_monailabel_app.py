@@ -6,10 +6,11 @@ Runs like tests/test_monailabel.py (whose server and helpers it reuses): monaila
 copied into a temporary folder in the repository's layout (``<root>/monailabel_app``, ``<root>/bundles``), so the app
 finds the bundles where it finds the repository's by default, and weights (untrained networks') never land in
 ``bundles/``. The studies folder starts as a folder of 5 PNG images without any label. The tests run in file order on
-one server: af_seg trains with no label, then adversarial_semi_seg with 2 final labels and 3 unlabelled images, then
-af_seg pre-annotates the images that still have no final label, MC-dropout scoring ranks them, and last 50
-concurrent inference requests all get a valid mask (``concurrent_inference``, which benchmarks/monailabel_load.py
-also runs, with ``prepare_app_root`` and ``server_env``).
+one server: af_seg trains with no label, then adversarial_semi_seg with 2 final labels and 3 unlabelled images (one
+held out for validation, then none: it keeps its last network), then af_seg pre-annotates the images that still have
+no final label, MC-dropout scoring ranks them, and last 50 concurrent inference requests all get a valid mask
+(``concurrent_inference``, which benchmarks/monailabel_load.py also runs, with ``prepare_app_root`` and
+``server_env``). One test runs the app's train task alone, without a server.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -262,6 +264,84 @@ def test_adversarial_semi_seg_trains_on_labels_and_unlabelled_images(app_server:
     for term in ("confidence_mean", "loss_semi"):
         values = [float(v) for v in re.findall(rf"{term}: ([0-9.eE+-]+)", log)]
         assert values and all(v > 0 for v in values), (term, log[-4000:])
+
+
+def test_adversarial_semi_seg_without_validation_keeps_its_last_network(app_server: AppServer):
+    """``val_split`` 0: both final labels train and none validates, so the app switches the bundle's validation off
+    (no ``val_interval`` in the request) and has it write its last network to ``models/model.pt``. MONAI Label loads
+    ``model.pt`` as the pretrained start, so a changed tensor means the training wrote it (the validation's saver,
+    the only writer before, does not run)."""
+    models = app_server.root / "bundles" / "adversarial_semi_seg" / "models"
+    before = torch.load(models / "model.pt", map_location="cpu", weights_only=False)
+    before = before.get("model", before)
+    overrides = {k: v for k, v in ADVERSARIAL_OVERRIDES.items() if k != "val_interval"}
+    overrides["resume"] = False  # else it resumes at the previous test's last epoch and trains nothing
+    params = {"max_epochs": 1, "val_split": 0.0, "multi_gpu": False, "device": "cpu", "overrides": overrides}
+    start = len(app_server.log_text())
+    app_server.train("adversarial_semi_seg", params)
+    log = app_server.log_text()[start:]
+    expected = f"{len(LABELLED)} labelled for training, 0 for validation, {NUM_IMAGES - len(LABELLED)} unlabelled"
+    assert expected in log, log[-4000:]
+    assert "does not validate and keeps its last network" in log, log[-4000:]
+    trained = torch.load(models / "model.pt", map_location="cpu", weights_only=False)
+    trained = trained.get("model", trained)
+    assert trained.keys() == before.keys()
+    assert any(not torch.equal(before[k], trained[k]) for k in before), "model.pt was not rewritten by the training"
+
+
+NO_VALIDATION_SCRIPT = """
+import json, sys
+from lib.train import LabelEfficientTrainTask
+task = LabelEfficientTrainTask(sys.argv[1], {})
+item = {"image": "a.png", "label": "a_label.png"}
+cases = {
+    "no_validation": ([item, item], [], {}),
+    "bundle_default_split": ([item, item], None, {}),
+    "validation": ([item], [item], {}),
+    "label_free": ([], [], {}),
+    "request_overrides": ([item], [], {"val_interval": 1, "select_by_key_metric": True}),
+}
+out = {}
+for name, (train, val, extra) in cases.items():
+    task._request = {"overrides": extra}
+    overrides = {task.const.key_train_trainer_max_epochs(): 3, task.const.key_train_dataset_data(): train}
+    if val is not None:
+        overrides[task.const.key_validate_dataset_data()] = val
+    result = task._update_overrides(overrides)
+    out[name] = {k: result[k] for k in ("select_by_key_metric", "val_interval") if k in result}
+print(json.dumps(out))
+"""
+
+
+def test_update_overrides_without_a_validation_image(tmp_path: Path):
+    """``LabelEfficientTrainTask._update_overrides`` alone (no server; MONAI Label's environment): labelled training
+    items without a validation item (``val_split`` 0, or -1 with the bundle's split switched off) get
+    ``select_by_key_metric`` false and ``val_interval`` ``max_epochs + 1``; a validation item or no labelled item at
+    all (the label-free path) leaves both alone; the request's own overrides still win."""
+    if not SERVER_PYTHON.is_file():
+        pytest.fail(f"no MONAI Label environment at {SERVER_PYTHON}; make it with:\n{SETUP_HINT}", pytrace=False)
+    bundle = tmp_path / "adversarial_semi_seg"
+    shutil.copytree(REPO / "bundles" / "adversarial_semi_seg" / "configs", bundle / "configs")
+    app = REPO / "monailabel_app"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(app), str(REPO)]), "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(
+        [str(SERVER_PYTHON), "-c", NO_VALIDATION_SCRIPT, str(bundle)],
+        cwd=app,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    off = {"select_by_key_metric": False, "val_interval": 4}
+    assert out == {
+        "no_validation": off,
+        "bundle_default_split": off,
+        "validation": {},
+        "label_free": {},
+        "request_overrides": {"select_by_key_metric": True, "val_interval": 1},
+    }, out
 
 
 def test_batch_preannotation_of_every_unlabelled_image(app_server: AppServer):

@@ -12,7 +12,11 @@ exactly as a command-line run does (``datalist_file``; ``common.data.prepare_dat
 - ``unlabeled``: the images without a final label (pre-annotations, tag ``original``, do not count as labels).
 
 The bundle's own splits are switched off (``val_fraction``, ``test_fraction`` 0, ``labelled_fraction`` 1), so every
-final label trains or validates. A request may also carry ``"overrides": {config id: value}`` (plain JSON values; no
+final label trains or validates. With labelled images but none held out for validation (``val_split`` 0), the
+bundle is set to keep its last network instead of the best validation one and never to validate (an empty
+validation list would fail): ``select_by_key_metric`` false and ``val_interval`` ``max_epochs + 1``, each where the
+bundle's config has that key (the label-free path is left alone: ``af_seg`` and ``acwe_unsup_seg`` validate on their
+own monitor images). A request may also carry ``"overrides": {config id: value}`` (plain JSON values; no
 ``$``/``@``/``%`` expressions over HTTP), e.g. ``{"overrides": {"unlabeled_batch_size": 2}}``.
 """
 
@@ -90,6 +94,23 @@ class LabelEfficientTrainTask(BundleTrainTask):
         ids = sorted(self._datastore.get_unlabeled_images())
         return [{"image": self._datastore.get_image_uri(i)} for i in ids]
 
+    def _no_validation_overrides(self, overrides: dict) -> dict[str, Any]:
+        """The overrides for labelled training without a validation image: keep the last network
+        (``select_by_key_metric`` false) and validate after no epoch (``val_interval`` ``max_epochs + 1``), each only
+        where the bundle's config has that key."""
+        changes: dict[str, Any] = {}
+        if "select_by_key_metric" in self.bundle_config:
+            changes["select_by_key_metric"] = False
+        max_epochs = overrides.get(self.const.key_train_trainer_max_epochs())
+        if "val_interval" in self.bundle_config and max_epochs is not None:
+            changes["val_interval"] = int(max_epochs) + 1
+        if changes:
+            logger.info(
+                f"{os.path.basename(self.bundle_path)}: no labelled image held out for validation, so the bundle does "
+                f"not validate and keeps its last network: {changes}"
+            )
+        return changes
+
     def _update_overrides(self, overrides: dict) -> dict:
         train = overrides.pop(self.const.key_train_dataset_data(), [])
         val = overrides.pop(self.const.key_validate_dataset_data(), None)
@@ -111,6 +132,8 @@ class LabelEfficientTrainTask(BundleTrainTask):
                 "labelled_fraction": 1.0,
             }
         )
+        if train and not val:
+            overrides.update(self._no_validation_overrides(overrides))
         extra = self._request.get("overrides") or {}
         if not isinstance(extra, Mapping):
             raise ValueError(f"'overrides' must be an object of config id -> value, got {type(extra).__name__}.")
