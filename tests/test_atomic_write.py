@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from monai.handlers import CheckpointSaver
 from monai.transforms import LoadImage
 
@@ -79,6 +79,25 @@ def test_checkpoint_saver_interrupted_write_keeps_the_previous_model(tmp_path: P
     monkeypatch.undo()
     loaded = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)
     assert torch.equal(loaded["weight"], first.weight.detach())
+
+
+def test_a_run_that_raises_keeps_the_previous_final_model(tmp_path: Path):
+    """MONAI's saver deletes model.pt and writes the half-trained network when training raises; this one keeps the
+    last completed run's file."""
+    first = torch.nn.Linear(2, 1)
+    _engine_with_saver(tmp_path, first).run([0], max_epochs=1)
+    second = torch.nn.Linear(2, 1)
+    engine = _engine_with_saver(tmp_path, second)
+
+    @engine.on(Events.ITERATION_COMPLETED)
+    def fail(_: Engine) -> None:
+        raise _WriteFailure("non-finite loss")
+
+    with pytest.raises(_WriteFailure, match="non-finite"):
+        engine.run([0], max_epochs=1)
+    loaded = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)
+    assert torch.equal(loaded["weight"], first.weight.detach())
+    assert not torch.equal(loaded["weight"], second.weight.detach())
 
 
 def test_checkpoint_saver_attach_removes_files_a_killed_run_left(tmp_path: Path):

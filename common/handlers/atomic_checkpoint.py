@@ -49,7 +49,10 @@ class AtomicDiskSaver(DiskSaver):
 class AtomicCheckpointSaver(CheckpointSaver):
     """``monai.handlers.CheckpointSaver`` (same arguments, same files) with atomic writes.
 
-    When attached it also removes the temporary files a killed run left in ``save_dir``.
+    When attached it also removes the temporary files a killed run left in ``save_dir``. Unlike MONAI's, a run
+    that raises (a non-finite loss, an error in a handler) does not delete the previous final file and write the
+    half-trained network in its place: ``model.pt`` is written only by a run that completed, and the epoch
+    checkpoints (``ResumableCheckpoint``) are what a crashed run resumes from.
     """
 
     def __init__(self, save_dir: str, save_dict: dict, **kwargs: object) -> None:
@@ -63,3 +66,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
         if idist.get_rank() == 0:
             remove_partial_files(self.save_dir)
         super().attach(engine)
+
+    def exception_raised(self, engine: Engine, e: Exception) -> None:
+        """Re-raise ``e`` and leave the final file as it was (see the class docs)."""
+        raise e
