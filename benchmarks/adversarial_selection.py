@@ -18,7 +18,7 @@ the same recipe without the discriminator and the unlabelled images), paired ove
 the paper's setting beside it. (Every run is also evaluated on the test images, as every run of the benchmark is,
 and kept in the results file; the choice never reads those numbers, and the table shows them only for stage 2.)
 
-Runs go through ``label_efficiency.run_parent`` (one process, one torch thread each, ``--jobs`` at a time) into
+Runs go through ``label_efficiency.run_specs`` (one process, one torch thread each, ``--jobs`` at a time) into
 ``<out>/<task>/selection/runs/<id>/``; finished runs are kept in ``<out>/<task>/selection/results.json`` and a rerun
 skips them. Written: ``<out>/<task>/selection/adversarial_selection.md`` (the validation grid, the choice, the test
 comparison) next to the results file.
@@ -31,7 +31,6 @@ import json
 import shlex
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -69,34 +68,7 @@ def spec_for(base: dict[str, Any], setting: dict[str, float] | None, out: Path) 
         spec["overrides"].update(setting)
         spec["id"] = f"{spec['arm']}[{setting_name(setting)}]@{le.amount_text(spec['labelled'])}#s{spec['seed']}"
         spec["setting"] = setting
-    spec["hash"] = le.spec_hash(spec)
-    run_dir = out / "runs" / "".join(c if c.isalnum() or c in "._-=" else "_" for c in spec["id"])
-    spec["run_dir"] = str(run_dir)
-    if spec["bundle"]:
-        spec["overrides"].update(output_dir=str(run_dir / "outputs"), ckpt_dir=str(run_dir / "models"))
-    return spec
-
-
-def run_all(specs: list[dict[str, Any]], results: Path, jobs: int, command: str) -> list[dict[str, Any]]:
-    """Run the specs not finished before (same id and hash); returns every finished row of ``results``."""
-    rows = le.load_results(results)
-    todo = [
-        s for s in specs if not any(r["id"] == s["id"] and r["hash"] == s["hash"] and r["status"] == "ok" for r in rows)
-    ]
-
-    def one(spec: dict[str, Any]) -> None:
-        print(f"== {spec['id']}: started", flush=True)
-        row = le.run_parent(spec, None)
-        row["command"] = command
-        if "setting" in spec:
-            row["setting"] = spec["setting"]
-        le.record_result(results, row)
-        text = f"val {row.get('validation_dice')}" if row["status"] == "ok" else f"FAILED: {row.get('error')}"
-        print(f"   {spec['id']}: {text}, {row['wall_s']} s", flush=True)
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(one, todo))
-    return le.load_results(results)
+    return le.place_spec(spec, out / "runs" / "".join(c if c.isalnum() or c in "._-=" else "_" for c in spec["id"]))
 
 
 def choose(rows: Sequence[dict[str, Any]], settings: Sequence[dict[str, float]], seeds: Sequence[int]) -> tuple:
@@ -203,13 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     results = out / "results.json"
     settings = grid(args.thresholds, args.semi_weights)
     specs = [spec_for(base["adversarial", s], setting, out) for setting in settings for s in args.selection_seeds]
-    rows = run_all(specs, results, args.jobs, command)
+    rows = le.run_specs(specs, results, args.jobs, command)
     chosen, table = choose(rows, settings, args.selection_seeds)
     print(f"chosen on validation: {setting_name(chosen)}", flush=True)
     stage2 = [spec_for(base["adversarial", s], chosen, out) for s in args.seeds]
     stage2 += [spec_for(base["adversarial", s], PAPER, out) for s in args.seeds if PAPER != chosen]
     stage2 += [spec_for(base["adversarial_control", s], None, out) for s in args.seeds]
-    rows = run_all(stage2, results, args.jobs, command)
+    rows = le.run_specs(stage2, results, args.jobs, command)
     text = markdown(task, labelled, table, chosen, rows, args.seeds, command)
     write_text_atomic(out / "adversarial_selection.md", text)
     print("\n" + text + f"\nwritten: {results}, {out / 'adversarial_selection.md'}")

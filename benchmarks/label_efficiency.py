@@ -581,6 +581,16 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def place_spec(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Give ``spec`` (no ``hash`` or ``run_dir`` yet) its hash and its folder ``run_dir``, and a bundle's run its
+    output and checkpoint folders inside it; returns ``spec``."""
+    spec["hash"] = spec_hash(spec)
+    spec["run_dir"] = str(run_dir)
+    if spec["bundle"]:
+        spec["overrides"].update(output_dir=str(run_dir / "outputs"), ckpt_dir=str(run_dir / "models"))
+    return spec
+
+
 def plan(task: Task, data: Mapping[str, Any], arms: Sequence[str], seeds: Sequence[int], out: Path) -> list[dict]:
     """The run specs (arm x labelled amount x seed) of this invocation; every method and its control are planned with
     the same segmenter steps (a ``ValueError`` otherwise)."""
@@ -614,11 +624,7 @@ def plan(task: Task, data: Mapping[str, Any], arms: Sequence[str], seeds: Sequen
                     "num_classes": task.num_classes,
                     "class_names": list(task.class_names),
                 }
-                spec["hash"] = spec_hash(spec)
-                spec["run_dir"] = str(run_dir)
-                if arm.bundle:
-                    spec["overrides"].update(output_dir=str(run_dir / "outputs"), ckpt_dir=str(run_dir / "models"))
-                specs.append(spec)
+                specs.append(place_spec(spec, run_dir))
     return specs
 
 
@@ -868,6 +874,50 @@ def run_parent(spec: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         tail = (run_dir / "log.txt").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:]
         row.update(status="failed", returncode=rc, error="\n".join(tail))
     return row
+
+
+def run_specs(
+    specs: Sequence[dict[str, Any]],
+    results_path: Path,
+    jobs: int,
+    command: str,
+    timeout: float | None = None,
+    force: bool = False,
+) -> list[dict[str, Any]]:
+    """Run the specs not finished before in ``results_path`` (same id and hash; ``force``: all of them), ``jobs`` at a
+    time, each row recorded as it finishes (with the spec's ``setting``, if it has one); returns every row of the
+    file, also those of other invocations."""
+    rows = load_results(results_path)
+    todo = []
+    for spec in specs:
+        done = next((r for r in rows if r["id"] == spec["id"]), None)
+        if done and done["status"] == "ok" and done["hash"] == spec["hash"] and not force:
+            print(f"== {spec['id']}: done before (Dice {done['dice_mean']:.3f}), skipped", flush=True)
+        else:
+            todo.append(spec)
+
+    def one(spec: dict[str, Any]) -> None:
+        print(f"== {spec['id']}: started", flush=True)
+        row = run_parent(spec, timeout)
+        row["command"] = command
+        if "setting" in spec:
+            row["setting"] = spec["setting"]
+        record_result(results_path, row)  # its file lock also serialises this invocation's threads
+        if row["status"] == "ok":
+            print(
+                f"   {spec['id']}: Dice {row['dice_mean']:.3f}, validation Dice {row.get('validation_dice')}, "
+                f"{row['segmenter_steps']} steps, {row['wall_s']} s",
+                flush=True,
+            )
+        else:
+            print(
+                f"   {spec['id']}: FAILED ({row['returncode']}); log {spec['run_dir']}/log.txt\n{row['error']}",
+                flush=True,
+            )
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(one, todo))
+    return load_results(results_path)
 
 
 def _ok(rows: Sequence[dict], arm: str, labelled: int | None) -> dict[int, dict]:
@@ -1177,37 +1227,11 @@ def main(argv: list[str] | None = None) -> int:
         wanted = {None if a == "all" else int(a) for a in args.labelled} | {0}
         specs = [s for s in specs if s["labelled"] in wanted]
     results_path = out / "results.json"
-    rows = load_results(results_path)
     command = " ".join(
         ["python benchmarks/label_efficiency.py", shlex.join(argv if argv is not None else sys.argv[1:])]
     )
-    todo = []
-    for spec in specs:
-        done = next((r for r in rows if r["id"] == spec["id"]), None)
-        if done and done["status"] == "ok" and done["hash"] == spec["hash"] and not args.force:
-            print(f"== {spec['id']}: done before (Dice {done['dice_mean']:.3f}), skipped", flush=True)
-        else:
-            todo.append(spec)
-
-    def one(spec: dict[str, Any]) -> None:
-        print(f"== {spec['id']}: started", flush=True)
-        row = run_parent(spec, args.timeout)
-        row["command"] = command
-        record_result(results_path, row)  # its file lock also serialises this invocation's threads
-        if row["status"] == "ok":
-            print(
-                f"   {spec['id']}: Dice {row['dice_mean']:.3f}, {row['segmenter_steps']} steps, {row['wall_s']} s",
-                flush=True,
-            )
-        else:
-            print(
-                f"   {spec['id']}: FAILED ({row['returncode']}); log {spec['run_dir']}/log.txt\n{row['error']}",
-                flush=True,
-            )
-
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        list(pool.map(one, todo))
+    run_specs(specs, results_path, args.jobs, command, args.timeout, force=args.force)
     print(f"this invocation: {time.perf_counter() - start:.0f} s", flush=True)
     shown = load_results(results_path)  # every finished run of this task, also those of other invocations
     text = markdown(task, shown, command, machine_text(), args.quick)

@@ -10,7 +10,7 @@ share, ``Task.steps`` segmenter steps in ``Task.epochs`` epochs) with one change
 model's, as in the benchmark). The validation key metric (soft Dice on the validation target-present images) of
 each epoch is the curve; the last network's test Dice is given beside it.
 
-Runs go through ``label_efficiency.run_parent`` (one process and torch thread each, ``--jobs`` at a time) into
+Runs go through ``label_efficiency.run_specs`` (one process and torch thread each, ``--jobs`` at a time) into
 ``<out>/cluttered_mnist/curves/runs/<id>/``; finished runs are kept in ``.../curves/results.json`` and a rerun skips
 them. Written: ``.../curves/translation_curves.md`` (per config: validation Dice per epoch, test Dice, wall s) and the
 plot (``--png``, default ``.../curves/translation_curves.png``).
@@ -31,7 +31,6 @@ for path in (REPO, REPO / "benchmarks"):
         sys.path.insert(0, str(path))
 
 import label_efficiency as le  # noqa: E402
-from adversarial_selection import run_all  # noqa: E402
 
 from common.atomic_write import write_text_atomic  # noqa: E402
 
@@ -64,11 +63,7 @@ def curve_spec(base: dict[str, Any], config: str, out: Path) -> dict[str, Any]:
         **CURVE,
     }
     spec["id"] = f"{config.removesuffix('.json')}@{le.amount_text(spec['labelled'])}#s{spec['seed']}"
-    spec["hash"] = le.spec_hash(spec)
-    run_dir = out / "runs" / spec["id"].replace("@", "_").replace("#", "_")
-    spec["run_dir"] = str(run_dir)
-    spec["overrides"].update(output_dir=str(run_dir / "outputs"), ckpt_dir=str(run_dir / "models"))
-    return spec
+    return le.place_spec(spec, out / "runs" / spec["id"].replace("@", "_").replace("#", "_"))
 
 
 def markdown(rows: Sequence[dict[str, Any]], configs: Sequence[str], command: str, quick: bool) -> str:
@@ -144,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/translation_curves.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     results = out / "results.json"
     specs = [curve_spec(base[s], c, out) for c in args.configs for s in args.seeds]
-    rows = [r for r in run_all(specs, results, args.jobs, command) if r["id"] in {s["id"] for s in specs}]
+    rows = [r for r in le.run_specs(specs, results, args.jobs, command) if r["id"] in {s["id"] for s in specs}]
     text = markdown(rows, args.configs, command, args.quick)
     write_text_atomic(out / "translation_curves.md", text)
     plot(rows, args.configs, args.png or out / "translation_curves.png")
