@@ -195,6 +195,58 @@ def summarise(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: order.get((r["strategy"], r["start"]), len(order)))
 
 
+# paired contrasts: (arm, against), each as (strategy, start); uncertainty against random at each start, then the
+# label-free start against none at each strategy
+CONTRASTS = (
+    (("epistemic", "label_free"), ("random", "label_free")),
+    (("epistemic", "none"), ("random", "none")),
+    (("random", "label_free"), ("random", "none")),
+    (("epistemic", "label_free"), ("epistemic", "none")),
+)
+
+
+def contrasts(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each pair of :data:`CONTRASTS` over the seeds both arms finished, paired by seed: the total pixels corrected
+    and the pool Dice after the last round, as the mean paired difference (arm - against) with its 95 % interval
+    (``common.metrics.results.paired_difference``). Pairs with no common seed are left out."""
+    from common.metrics.results import paired_difference
+
+    ok = {(r["strategy"], r["start"], r["seed"]): r for r in results if r.get("status") == "ok"}
+    rows = []
+    for mine, theirs in CONTRASTS:
+        seeds = sorted({seed for (*_, seed) in ok if (*mine, seed) in ok and (*theirs, seed) in ok})
+        if not seeds:
+            continue
+        a, b = [ok[(*mine, s)] for s in seeds], [ok[(*theirs, s)] for s in seeds]
+        rounds = min(len(r["rounds"]) for r in a + b)
+
+        def total(r: Mapping[str, Any]) -> float:
+            return float(sum(x["pixels_changed"] for x in r["rounds"][:rounds]))
+
+        finals = [(x.get("final_pool_dice"), y.get("final_pool_dice")) for x, y in zip(a, b)]
+        finals = [(x, y) for x, y in finals if x is not None and y is not None]
+        rows.append(
+            {
+                "arm": Arm(*mine, 0).name,
+                "against": Arm(*theirs, 0).name,
+                "seeds": seeds,
+                "rounds": rounds,
+                "pixels": paired_difference([total(r) for r in a], [total(r) for r in b]),
+                "final_pool_dice": paired_difference([x for x, _ in finals], [y for _, y in finals]),
+            }
+        )
+    return rows
+
+
+def _interval(diff: Any, digits: int) -> str:
+    """A ``PairedDifference`` as ``mean [low, high]`` (``mean (n = 1)`` without an interval)."""
+    if diff.n == 0:
+        return "n/a"
+    if diff.n < 2:
+        return f"{diff.mean:+.{digits}f} (n = 1)"
+    return f"{diff.mean:+.{digits}f} [{diff.lo:+.{digits}f}, {diff.hi:+.{digits}f}]"
+
+
 def _pm(value: tuple[float, float] | None, digits: int = 2) -> str:
     if value is None:
         return "n/a"
@@ -220,6 +272,20 @@ def markdown(record: Mapping[str, Any]) -> str:
             f"| {row['arm']} | {len(row['seeds'])} | {_pm(row['cumulative_pixels'][-1], 0)} "
             f"| {_pm(row['share_of_scratch'])} | {served} | {pool} | {_pm(row['final_pool_dice'])} |"
         )
+    paired = contrasts(record["results"])
+    if paired:
+        lines += [
+            "",
+            "Paired by seed (arm - against; a 95 % interval that holds 0 is no difference):",
+            "",
+            "| arm | against | seeds | Δ pixels corrected (95 % CI) | Δ pool Dice after the last round (95 % CI) |",
+            "|---|---|---|---|---|",
+        ]
+        for c in paired:
+            lines.append(
+                f"| {c['arm']} | {c['against']} | {len(c['seeds'])} | {_interval(c['pixels'], 0)} "
+                f"| {_interval(c['final_pool_dice'], 3)} |"
+            )
     failed = [r for r in record["results"] if r.get("status") != "ok"]
     lines += [
         "",

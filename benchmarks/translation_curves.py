@@ -3,11 +3,12 @@
     python benchmarks/translation_curves.py [--labelled 20] [--seeds 0] [--configs train.json seg_only.json ...]
         [--jobs 2] [--out outputs/label_efficiency] [--png PATH] [--quick]
 
-Each config (merged over ``train.json``; default every training variant of the bundle) runs the benchmark's
-translation recipe (``label_efficiency``: ``network_width`` 0.25, batch 10 + 10 target-absent images, the labelled
-share, ``Task.steps`` segmenter steps in ``Task.epochs`` epochs) with one change: it validates after **every** epoch
-(``val_interval`` 1) and keeps its last network (``select_by_key_metric`` false, so the test Dice is the last
-model's, as in the benchmark). The validation key metric (soft Dice on the validation target-present images) of
+Each config (merged over ``train.json``; default every training variant of the bundle, and the key changes of
+``VARIANTS``: ``train.json`` with ``segmentation_weight_decay`` 0 against the authors' decay of every parameter) runs
+the benchmark's translation recipe (``label_efficiency``: ``network_width`` 0.25, batch 10 + 10 target-absent images,
+the labelled share, ``Task.steps`` segmenter steps in ``Task.epochs`` epochs) with one change: it validates after
+**every** epoch (``val_interval`` 1) and keeps its last network (``select_by_key_metric`` false, so the test Dice is the
+last model's, as in the benchmark). The validation key metric (soft Dice on the validation target-present images) of
 each epoch is the curve; the last network's test Dice is given beside it.
 
 Runs go through ``label_efficiency.run_specs`` (one process and torch thread each, ``--jobs`` at a time) into
@@ -45,24 +46,38 @@ CONFIGS = (
     "ae_baseline.json",
     "mean_teacher.json",
 )
+# key changes measured beside the configs: name -> (config, overrides); the authors decay every parameter
+# (genseg utils/experiment.py), the key leaves the segmentation-only parameters undecayed (issue 17)
+VARIANTS = {
+    "train.json+segmentation_weight_decay=0": ("train.json", {"segmentation_weight_decay": 0.0}),
+}
 CURVE = {"val_interval": 1, "select_by_key_metric": False}
 
 
-def curve_spec(base: dict[str, Any], config: str, out: Path) -> dict[str, Any]:
-    """The ``translation`` arm's spec ``base`` with ``config`` merged over ``train.json`` and :data:`CURVE`."""
+def config_and_overrides(name: str) -> tuple[str, dict[str, Any]]:
+    """A name of :data:`CONFIGS` or :data:`VARIANTS` -> (the config merged over train.json, extra overrides)."""
+    return VARIANTS.get(name, (name, {}))
+
+
+def curve_spec(base: dict[str, Any], name: str, out: Path) -> dict[str, Any]:
+    """The ``translation`` arm's spec ``base`` with config ``name`` (or a variant's config and overrides) merged over
+    ``train.json`` and :data:`CURVE`."""
+    config, extra = config_and_overrides(name)
     spec = {k: v for k, v in base.items() if k not in ("run_dir", "hash")}
     configs = ["train.json"] + ([] if config == "train.json" else [config])
     spec = {
         **spec,
-        "arm": f"translation:{config}",
+        "arm": f"translation:{name}",
         "train_configs": configs,
         "eval_configs": configs + ["evaluate.json"],
     }
     spec["overrides"] = {
         **{k: v for k, v in base["overrides"].items() if k not in ("output_dir", "ckpt_dir")},
         **CURVE,
+        **extra,
     }
-    spec["id"] = f"{config.removesuffix('.json')}@{le.amount_text(spec['labelled'])}#s{spec['seed']}"
+    label = name.removesuffix(".json").replace(".json+", "+").replace("=", "")
+    spec["id"] = f"{label}@{le.amount_text(spec['labelled'])}#s{spec['seed']}"
     return le.place_spec(spec, out / "runs" / spec["id"].replace("@", "_").replace("#", "_"))
 
 
@@ -122,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--labelled", type=int, default=None, help="labelled images (default: the task's lowest)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
+    parser.add_argument("--configs", nargs="+", default=[*CONFIGS, *VARIANTS], choices=[*CONFIGS, *VARIANTS])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "outputs" / "label_efficiency"))
     parser.add_argument("--png", type=Path, default=None)

@@ -125,6 +125,24 @@ def test_summary_is_cumulative_and_averaged_over_seeds():
     json.dumps(_record(results))  # the record is plain JSON
 
 
+def test_contrasts_are_paired_by_seed_over_the_seeds_both_arms_finished():
+    results = [
+        _result("random", "none", 0, [100, 40, 20], [100, 90, 80], [0.0, 0.5, 0.6]),  # 160 px, final 0.7
+        _result("random", "none", 1, [80, 60, 40], [80, 90, 100], [0.0, 0.7, 0.8]),  # 180 px, final 0.9
+        _result("random", "none", 2, [80, 60, 40], [80, 90, 100], [0.0, 0.7, 0.8]),  # no partner: left out
+        _result("random", "label_free", 0, [30, 20, 10], [100, 90, 80], [0.6, 0.7, 0.8]),  # 60 px, final 0.9
+        _result("random", "label_free", 1, [40, 20, 20], [100, 90, 80], [0.6, 0.7, 0.7]),  # 80 px, final 0.8
+    ]
+    (row,) = effort.contrasts(results)
+    assert (row["arm"], row["against"], row["seeds"]) == ("random, start label-free", "random, start none", [0, 1])
+    assert row["pixels"].mean == pytest.approx(-100.0) and row["pixels"].n == 2
+    assert row["pixels"].lo == pytest.approx(-100.0) == row["pixels"].hi  # same difference in both seeds
+    assert row["final_pool_dice"].mean == pytest.approx(0.05)
+    assert row["final_pool_dice"].lo < 0 < row["final_pool_dice"].hi  # +0.2 and -0.1: no difference
+    table = effort.markdown(_record(results))
+    assert "| random, start label-free | random, start none | 2 | -100 [-100, -100] |" in table
+
+
 def test_plot_is_written(tmp_path: Path):
     pytest.importorskip("matplotlib")
     results = [

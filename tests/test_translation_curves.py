@@ -39,6 +39,18 @@ def test_every_config_exists_and_runs_the_benchmarks_recipe_with_a_curve(tmp_pat
     assert specs[0]["train_configs"] == ["train.json"]
 
 
+def test_the_weight_decay_variant_is_the_method_with_one_key_changed(tmp_path: Path):
+    (base,) = [s for s in le.plan(TASK, DATA, ["translation"], [0], tmp_path) if s["labelled"] == 20]
+    method = tc.curve_spec(base, "train.json", tmp_path)
+    (name,) = tc.VARIANTS
+    variant = tc.curve_spec(base, name, tmp_path)
+    assert variant["train_configs"] == ["train.json"] and variant["arm"] == f"translation:{name}"
+    assert variant["overrides"] == {**method["overrides"], "segmentation_weight_decay": 0.0} | {
+        k: variant["overrides"][k] for k in ("output_dir", "ckpt_dir") if k in variant["overrides"]
+    }
+    assert variant["id"] == "train+segmentation_weight_decay0@20#s0" and variant["hash"] != method["hash"]
+
+
 def test_table_lays_each_run_out_by_epoch():
     rows = [
         {
