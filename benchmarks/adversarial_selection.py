@@ -2,16 +2,18 @@
 against its like-for-like control on the test images.
 
     python benchmarks/adversarial_selection.py [--task cluttered_mnist] [--labelled 20]
-        [--thresholds 0.2 0.1 0.03] [--semi-weights 0.1 1.0] [--selection-seeds 0] [--seeds 0 1 2]
-        [--jobs 2] [--out outputs/label_efficiency] [--quick]
+        [--thresholds 0.2 0.1 0.03] [--semi-weights 0.1 1.0] [--adv-weights 0.001 0.1] [--semi-starts 0 3]
+        [--selection-seeds 0] [--seeds 0 1 2] [--jobs 2] [--out outputs/label_efficiency] [--quick]
 
 Stage 1 (selection): the ``adversarial`` arm of ``benchmarks/label_efficiency.py`` (same data, labelled share,
 segmenter steps, semi start and network) with every pair of ``semi_threshold`` (Hung et al.'s T_semi, 0.2) and
 ``semi_weight`` (lambda_semi, 0.1) on the grid, for each ``--selection-seeds``. Each run's Dice on the task's
 labelled **validation** images after its last step (the ``validation_dice`` the benchmark records) is the only
 thing the choice reads: the setting with the highest mean validation Dice wins (ties: the grid's order, paper values
-first). ``adv_weight`` (0.01), ``semi_adv_weight`` (0.001) and the semi start (a quarter of the steps, as 5k of 20k
-iterations in the paper) stay at the paper's values.
+first). Then, one coordinate at a time from that choice (stage 1b), ``adv_weight`` (lambda_adv, 0.01) takes each of
+``--adv-weights`` and ``semi_start_epoch`` (the semi start; the benchmark's is a quarter of the epochs, as 5k of 20k
+iterations in the paper) each of ``--semi-starts``, and the best of the stage-1 choice and those variants on
+validation is the final choice (ties: the stage-1 choice). ``semi_adv_weight`` (0.001) stays at the paper's value.
 
 Stage 2 (test): the chosen setting for every ``--seeds`` against ``adversarial_control`` (``supervised_only.json``,
 the same recipe without the discriminator and the unlabelled images), paired over seeds with the 95 % interval, and
@@ -45,6 +47,7 @@ from common.atomic_write import write_text_atomic  # noqa: E402
 from common.metrics.results import paired_difference  # noqa: E402
 
 PAPER = {"semi_threshold": 0.2, "semi_weight": 0.1}  # Hung et al. (2018), Sec. 4.2
+PAPER_ADV_WEIGHT = 0.01  # lambda_adv, Hung et al. (2018), Sec. 4.2
 
 
 def setting_name(setting: dict[str, float]) -> str:
@@ -55,6 +58,17 @@ def grid(thresholds: Sequence[float], weights: Sequence[float]) -> list[dict[str
     """Every ``{semi_threshold, semi_weight}`` pair, the paper's first when it is on the grid."""
     settings = [{"semi_threshold": t, "semi_weight": w} for t in thresholds for w in weights]
     return sorted(settings, key=lambda s: s != PAPER)
+
+
+def coordinate_variants(
+    chosen: dict[str, float], adv_weights: Sequence[float], semi_starts: Sequence[int], paper_start: int
+) -> list[dict[str, float]]:
+    """Stage 1b: ``chosen`` with ``adv_weight`` set to each of ``adv_weights``, then with ``semi_start_epoch`` set to
+    each of ``semi_starts``, one key at a time (the paper's values, 0.01 and ``paper_start``, are ``chosen`` itself and
+    left out)."""
+    variants = [{**chosen, "adv_weight": w} for w in dict.fromkeys(adv_weights) if w != PAPER_ADV_WEIGHT]
+    variants += [{**chosen, "semi_start_epoch": e} for e in dict.fromkeys(semi_starts) if e != paper_start]
+    return variants
 
 
 def spec_for(base: dict[str, Any], setting: dict[str, float] | None, out: Path) -> dict[str, Any]:
@@ -117,6 +131,11 @@ def markdown(
             m for m, on in (("chosen", name == setting_name(chosen)), ("paper", name == setting_name(PAPER))) if on
         )
         lines.append(f"| {name} | {shown} | {mean} | {marks} |")
+    lines += [
+        "",
+        "Rows naming `adv_weight` or `semi_start_epoch` are stage 1b: the stage-1 choice with that one key changed; "
+        "elsewhere lambda_adv is 0.01 and the semi start the benchmark's (a quarter of the epochs).",
+    ]
 
     def test_dice(pred) -> dict[int, float]:
         return {r["seed"]: r["dice_mean"] for r in rows if r["status"] == "ok" and pred(r) and r["seed"] in seeds}
@@ -152,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labelled", type=int, default=None, help="labelled images (default: the task's lowest)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.2, 0.1, 0.03])
     parser.add_argument("--semi-weights", type=float, nargs="+", default=[0.1, 1.0])
+    parser.add_argument("--adv-weights", type=float, nargs="+", default=[0.001, 0.1], help="stage 1b lambda_adv")
+    parser.add_argument("--semi-starts", type=int, nargs="+", default=[0, 3], help="stage 1b semi_start_epoch")
     parser.add_argument("--selection-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2)
@@ -176,7 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = grid(args.thresholds, args.semi_weights)
     specs = [spec_for(base["adversarial", s], setting, out) for setting in settings for s in args.selection_seeds]
     rows = le.run_specs(specs, results, args.jobs, command)
-    chosen, table = choose(rows, settings, args.selection_seeds)
+    first, table = choose(rows, settings, args.selection_seeds)
+    paper_start = base["adversarial", args.selection_seeds[0]]["overrides"]["semi_start_epoch"]
+    variants = coordinate_variants(first, args.adv_weights, args.semi_starts, paper_start)
+    specs = [spec_for(base["adversarial", s], setting, out) for setting in variants for s in args.selection_seeds]
+    rows = le.run_specs(specs, results, args.jobs, command)
+    chosen, table_1b = choose(rows, [first, *variants], args.selection_seeds)
+    table.update(table_1b)
     print(f"chosen on validation: {setting_name(chosen)}", flush=True)
     stage2 = [spec_for(base["adversarial", s], chosen, out) for s in args.seeds]
     stage2 += [spec_for(base["adversarial", s], PAPER, out) for s in args.seeds if PAPER != chosen]

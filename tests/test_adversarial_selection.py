@@ -69,3 +69,19 @@ def test_choice_ties_go_to_the_paper_and_nothing_finished_is_an_error():
     assert sel.choose(rows, [sel.PAPER, other], [0])[0] == sel.PAPER
     with pytest.raises(RuntimeError, match="no setting finished"):
         sel.choose([_row(other, 0, None, None, "failed")], [other], [0])
+
+
+def test_stage_1b_changes_one_key_at_a_time_from_the_first_choice():
+    first = {"semi_threshold": 0.1, "semi_weight": 1.0}
+    variants = sel.coordinate_variants(first, [0.001, 0.01, 0.1], [0, 1, 3], paper_start=1)
+    assert variants == [
+        {**first, "adv_weight": 0.001},
+        {**first, "adv_weight": 0.1},
+        {**first, "semi_start_epoch": 0},
+        {**first, "semi_start_epoch": 3},
+    ]  # the paper's 0.01 and the benchmark's start are the first choice itself
+    rows = [_row(first, 0, 0.60, 0.1), _row(variants[0], 0, 0.60, 0.9), _row(variants[3], 0, 0.65, 0.1)]
+    rows += [_row(v, 0, 0.5, 0.9) for v in variants[1:3]]
+    chosen, table = sel.choose(rows, [first, *variants], [0])
+    assert chosen == variants[3] and len(table) == 5  # a tie with the first choice would keep it
+    assert sel.choose(rows[:2], [first, variants[0]], [0])[0] == first
