@@ -15,15 +15,15 @@ Tasks (data prepared offline by ``common.data``; ``--task`` picks one):
 * ``cells_hard``: synthetic microscopy made hard on purpose (``common.data.demo``, 128 px); labelled: 4 images, and
   all.
 
-Arms (``ARMS``): ``unet`` (``supervised_seg``, the common reference, at every labelled amount); each
-semi-supervised method with its control, the same bundle and recipe with the unlabelled terms off
-(``adversarial`` / ``adversarial_control`` = ``supervised_only.json``, ``translation`` / ``translation_control`` =
-``segmentation_path_only.json``, ``mipr`` and ``mipr_reconstruction`` / ``mipr_control`` = round 0 alone trained
-for the steps of all rounds together, ``acwe_joint`` / ``acwe_joint_control`` = mode 4 with the ACWE term off;
-``translation_seg_only``: the authors' seg-only baseline, a reference row); the label-free ``acwe_unsup`` (mode 1)
+Arms (``ARMS``): ``unet`` (``supervised_seg``, the common reference, at every labelled amount); each semi-supervised
+method with its control, the same bundle and recipe with the unlabelled terms off (``adversarial`` /
+``adversarial_control`` = ``supervised_only.json``, ``translation`` / ``translation_control`` =
+``segmentation_path_only.json``, ``mipr``, ``mipr_reconstruction`` and ``mipr_new_layouts`` / ``mipr_control`` = round 0
+alone trained for the steps of all rounds together, ``acwe_joint`` / ``acwe_joint_control`` = mode 4 with the ACWE term
+off; ``translation_seg_only``: the authors' seg-only baseline, a reference row); the label-free ``acwe_unsup`` (mode 1)
 and ``af_seg``, next to the classical methods a user would try first, ``otsu`` and ``chan_vese`` (the morphological
-Chan-Vese level set without erosion), at labelled amount 0. An arm that does not apply to a task is listed as n/a
-with the reason (``Task.not_applicable``).
+Chan-Vese level set without erosion), at labelled amount 0. An arm that does not apply to a task is listed as n/a with
+the reason (``Task.not_applicable``).
 
 Protocol, enforced here: every trained run of a task gets the same number of segmenter optimiser steps
 (``Task.steps``; measured in each run and checked per pair); each seed draws its own labelled subset and training
@@ -338,6 +338,8 @@ def _af_seg(c: RunContext) -> dict[str, Any]:
 
 
 MIPR_ROUNDS = 1
+# mipr_new_layouts: each accepted label moved to this many new layouts t'' with x'' = G(x, t'') (issue 17)
+MIPR_NEW_LAYOUTS = 2
 
 
 def _mipr(
@@ -517,6 +519,16 @@ ARMS: dict[str, Arm] = {
             "method",
             "low",
             lambda c: _mipr(c, acceptance="reconstruction"),
+            control="mipr_control",
+        ),
+        Arm(
+            "mipr_new_layouts",
+            f"MIPR, {MIPR_ROUNDS} round, + {MIPR_NEW_LAYOUTS} new layouts per accepted pair (mipr_auto_annotation)",
+            "mipr_auto_annotation",
+            ("train.json",),
+            "method",
+            "low",
+            lambda c: {**_mipr(c), "new_layouts": MIPR_NEW_LAYOUTS},
             control="mipr_control",
         ),
         Arm(

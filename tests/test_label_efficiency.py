@@ -38,6 +38,11 @@ def test_one_object_tasks_clean_mipr_pseudo_labels_to_the_largest_component(tmp_
     by_id = {s["id"]: s for s in le.plan(le.TASKS["cluttered_mnist"], DATA, ["mipr", "mipr_control"], [0], tmp_path)}
     assert by_id["mipr@20#s0"]["overrides"]["cleaning_keep_largest_component"] is True  # one digit per image
     assert "cleaning_keep_largest_component" not in by_id["mipr_control@20#s0"]["overrides"]  # no pseudo-labels
+    assert "new_layouts" not in by_id["mipr@20#s0"]["overrides"]  # the bundle's 0
+    (moved,) = le.plan(le.TASKS["cluttered_mnist"], DATA, ["mipr_new_layouts"], [0], tmp_path)[:1]
+    assert moved["overrides"] == {**by_id["mipr@20#s0"]["overrides"], "new_layouts": le.MIPR_NEW_LAYOUTS} | {
+        k: moved["overrides"][k] for k in ("output_dir", "ckpt_dir") if k in moved["overrides"]
+    }
     for task in ("cells_hard", "mni_tissue"):  # many nuclei, several tissue regions: the default, every object
         assert all(
             "cleaning_keep_largest_component" not in s["overrides"]
