@@ -14,8 +14,8 @@ the true masks through ``save_label`` as final labels, and calls
   3 images without a final label, and its round 1 pseudo-labelled exactly those 3 (``outputs/mipr/rounds.json`` and
   ``round1/datalist.json``: accepted + rejected == 3). Round 0 trained on the 2 final labels and ``models/model.pt``
   was rewritten.
-- A second MIPR training after one more final label should retrain on the new labels. This is a strict xfail: the
-  loop resumes on file existence, so the second run trains nothing (see the test's reason).
+- A second MIPR training after one more final label retrains on the new labels: the loop fingerprints its inputs
+  (``models/mipr_inputs.json``) and starts afresh when they changed, instead of resuming the first run's rounds.
 """
 
 from __future__ import annotations
@@ -198,13 +198,6 @@ def test_mipr_auto_annotation_pseudo_labels_the_unlabelled_images(tmp_path: Path
     assert _rewritten(before, _state(models / "model.pt")), "model.pt was not rewritten by the training"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MIPRAnnotationLoop resumes by file existence (models/round<k>/model.pt, models/generator.pt, "
-    "outputs/mipr/round<k>/datalist.json), not by its data: a second training through the app after a new final "
-    "label skips every round, retrains nothing and rewrites rounds.json with the first run's stale round-1 counts "
-    "(3 unlabelled, one of them now labelled)",
-)
 def test_mipr_auto_annotation_retrains_after_a_new_final_label(tmp_path: Path):
     """Train once, give one more image a final label, train again: the second run should start round 0 on the 3
     labels and pseudo-label only the 2 images still unlabelled."""

@@ -13,7 +13,10 @@ training set (``CacheDataset.set_data``). Every round's final model is saved ato
 ``ckpt_dir/round<k>/model.pt`` (the paper trains a fixed 100 epochs with cosine annealing and keeps the last model),
 the last one also to ``ckpt_dir/model.pt``; ``G`` to ``ckpt_dir/generator.pt``. A restarted run skips every round
 whose model exists and the generator training when its checkpoint exists, so a killed loop resumes at the round it
-was in. Per-round counts go to ``work_dir/rounds.json`` and the log.
+was in; it resumes only a loop on the same inputs: the labelled, unlabelled and calibration items and the acceptance
+settings are fingerprinted into ``ckpt_dir/mipr_inputs.json``, and when they differ (a new final label through MONAI
+Label, another split) the saved rounds, generator and pairs are removed and the loop starts afresh. Per-round counts
+go to ``work_dir/rounds.json`` and the log.
 
 Under ``torchrun`` (``configs/multi_gpu_train.json``) every rank trains ``S`` and ``G`` (DDP), rank 0 alone annotates
 and writes files, and the other ranks wait for it and read its pairs.
@@ -22,9 +25,12 @@ and writes files, and the other ranks wait for it and read its pairs.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -178,6 +184,56 @@ class MIPRAnnotationLoop:
     def generator_checkpoint(self) -> Path:
         return self.ckpt_dir / "generator.pt"
 
+    @property
+    def inputs_file(self) -> Path:
+        return self.ckpt_dir / "mipr_inputs.json"
+
+    def inputs_fingerprint(self, labelled: Sequence[Mapping]) -> dict:
+        """What a saved round depends on: the labelled, unlabelled and calibration items (their paths) and the
+        annotation settings, with a SHA-256 over all of it (``"sha256"``)."""
+        inputs = {
+            "labelled": sorted([str(i.get("image")), str(i.get("label"))] for i in labelled),
+            "unlabelled": sorted(str(i.get("image")) for i in self.unlabelled_items),
+            "calibration": sorted([str(i.get("image")), str(i.get("label"))] for i in self.calibration_items),
+            "settings": {
+                "num_classes": self.num_classes,
+                "acceptance": self.acceptance,
+                "acceptance_dice": self.acceptance_dice,
+                "reconstruction_quantile": self.reconstruction_quantile,
+                "new_layouts": self.new_layouts,
+                "seed": self.seed,
+            },
+        }
+        digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8")).hexdigest()
+        return {"sha256": digest, "num_labelled": len(inputs["labelled"]), "num_unlabelled": len(inputs["unlabelled"])}
+
+    def _saved_rounds(self) -> list[Path]:
+        """The files and folders a resumed loop would reuse."""
+        found = [self.generator_checkpoint, self.ckpt_dir / "model.pt", self.work_dir / "rounds.json"]
+        found += sorted(self.ckpt_dir.glob("round[0-9]*")) + sorted(self.work_dir.glob("round[0-9]*"))
+        return [p for p in dict.fromkeys(found) if p.exists()]
+
+    def _start_or_resume(self, labelled: Sequence[Mapping]) -> None:
+        """Keep the saved rounds when they were made from the same inputs (a killed loop resumes); otherwise remove
+        them, logged, so that every round is made anew from these inputs (``ckpt_dir/model.pt``, the served model,
+        stays until the new loop replaces it); then record the inputs' fingerprint."""
+        if _is_main_process():
+            current = self.inputs_fingerprint(labelled)
+            saved = read_json(self.inputs_file) if self.inputs_file.is_file() else None
+            if saved is None or saved.get("sha256") != current["sha256"]:
+                stale = [p for p in self._saved_rounds() if p != self.ckpt_dir / "model.pt"]
+                if stale:
+                    before = f"{saved['num_labelled']} labelled, {saved['num_unlabelled']} unlabelled" if saved else "?"
+                    logger.warning(
+                        f"MIPR's inputs changed since its saved rounds (then: {before}; now: "
+                        f"{current['num_labelled']} labelled, {current['num_unlabelled']} unlabelled): removing "
+                        f"{len(stale)} saved round file(s) and folder(s), starting the loop afresh"
+                    )
+                for path in stale:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+            write_json_atomic(self.inputs_file, current)
+        _barrier()
+
     def run(self) -> list[dict]:
         """Run (or resume) every round; return one record per round (also written to ``work_dir/rounds.json``)."""
         labelled = list(self.dataset.data)
@@ -188,6 +244,7 @@ class MIPRAnnotationLoop:
                 "MIPR needs unlabelled images for its annotation rounds: the unlabelled list is empty "
                 "(set labelled_fraction < 1, or unlabeled_dir)."
             )
+        self._start_or_resume(labelled)
         records = [self._train_segmenter(0, labelled, counts=None)]
         max_error = None
         if self.num_rounds > 0:
