@@ -17,7 +17,8 @@ Tasks (data prepared offline by ``common.data``; ``--task`` picks one):
 
 Arms (``ARMS``): ``unet`` (``supervised_seg``, the common reference, at every labelled amount); each semi-supervised
 method with its control, the same bundle and recipe with the unlabelled terms off (``adversarial`` /
-``adversarial_control`` = ``supervised_only.json``, ``translation`` / ``translation_control`` =
+``adversarial_control`` = ``supervised_only.json``, ``translation`` / ``translation_control`` (and
+``translation_seg_wd0`` / ``translation_control_seg_wd0``, both with ``segmentation_weight_decay`` 0) =
 ``segmentation_path_only.json``, ``mipr``, ``mipr_reconstruction`` and ``mipr_new_layouts`` / ``mipr_control`` = round 0
 alone trained for the steps of all rounds together, ``acwe_joint`` / ``acwe_joint_control`` = mode 4 with the ACWE term
 off; ``translation_seg_only``: the authors' seg-only baseline, a reference row); the label-free ``acwe_unsup`` (mode 1)
@@ -147,6 +148,8 @@ TASKS: dict[str, Task] = {
         not_applicable={
             "translation": TRANSLATION_NA,
             "translation_control": TRANSLATION_NA,
+            "translation_seg_wd0": TRANSLATION_NA,
+            "translation_control_seg_wd0": TRANSLATION_NA,
             "translation_seg_only": TRANSLATION_NA,
             "acwe_unsup": ACWE_NA,
             "acwe_joint": ACWE_NA,
@@ -171,6 +174,8 @@ TASKS: dict[str, Task] = {
         not_applicable={
             "translation": TRANSLATION_NA,
             "translation_control": TRANSLATION_NA,
+            "translation_seg_wd0": TRANSLATION_NA,
+            "translation_control_seg_wd0": TRANSLATION_NA,
             "translation_seg_only": TRANSLATION_NA,
         },
         many_objects=True,
@@ -482,6 +487,25 @@ ARMS: dict[str, Arm] = {
             "low",
             _translation,
             control="translation_control",
+        ),
+        Arm(
+            "translation_seg_wd0",
+            "translation semi-supervised, segmentation-only parameters not decayed (segmentation_weight_decay 0)",
+            "translation_semi_seg",
+            ("train.json",),
+            "method",
+            "low",
+            lambda c: {**_translation(c), "segmentation_weight_decay": 0.0},
+            control="translation_control_seg_wd0",
+        ),
+        Arm(
+            "translation_control_seg_wd0",
+            "its segmentation path alone, segmentation_weight_decay 0 (segmentation_path_only.json)",
+            "translation_semi_seg",
+            ("train.json", "segmentation_path_only.json"),
+            "control",
+            "low",
+            lambda c: {**_translation(c), "segmentation_weight_decay": 0.0},
         ),
         Arm(
             "translation_control",

@@ -169,3 +169,16 @@ def test_mipr_pair_diagnostics_apply_each_rule_to_the_same_scores(tmp_path: Path
     assert out["reconstruction_error_wrong"] == 0.25 and out["reconstruction_error_right"] == 0.01
     assert out["true_dice_all"] == 0.525  # the scored pairs; the empty pseudo-label has no check to rank
     assert "reconstruction" not in le.mipr_pair_diagnostics(tmp_path, {"max_reconstruction_error": None})["rules"]
+
+
+def test_the_weight_decay_pair_is_the_translation_pair_with_one_key_changed(tmp_path: Path):
+    arms = ["translation", "translation_control", "translation_seg_wd0", "translation_control_seg_wd0"]
+    data = {**DATA, "translation_sizes": le.TRANSLATION_SIZES}
+    by_id = {s["id"]: s for s in le.plan(le.TASKS["cluttered_mnist"], data, arms, [0], tmp_path)}
+    places = ("output_dir", "ckpt_dir")
+    for plain, wd0 in (("translation", "translation_seg_wd0"), ("translation_control", "translation_control_seg_wd0")):
+        a, b = by_id[f"{plain}@20#s0"], by_id[f"{wd0}@20#s0"]
+        assert a["train_configs"] == b["train_configs"] and a["planned_steps"] == b["planned_steps"]
+        changed = {k: v for k, v in b["overrides"].items() if k not in places and a["overrides"].get(k) != v}
+        assert changed == {"segmentation_weight_decay": 0.0}
+    assert le.ARMS["translation_seg_wd0"].control == "translation_control_seg_wd0"
