@@ -275,7 +275,8 @@ def test_adversarial_semi_seg_without_validation_keeps_its_last_network(app_serv
     before = torch.load(models / "model.pt", map_location="cpu", weights_only=False)
     before = before.get("model", before)
     overrides = {k: v for k, v in ADVERSARIAL_OVERRIDES.items() if k != "val_interval"}
-    overrides["resume"] = False  # else it resumes at the previous test's last epoch and trains nothing
+    # no "resume" here: the app makes every training a new run (else it would resume at the previous test's last
+    # epoch and train nothing)
     params = {"max_epochs": 1, "val_split": 0.0, "multi_gpu": False, "device": "cpu", "overrides": overrides}
     start = len(app_server.log_text())
     app_server.train("adversarial_semi_seg", params)

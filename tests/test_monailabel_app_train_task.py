@@ -210,3 +210,48 @@ def test_mipr_auto_annotation_retrains_after_a_new_final_label(tmp_path: Path):
     rounds = json.loads((bundle / "outputs" / "mipr" / "rounds.json").read_text(encoding="utf-8"))
     assert rounds[1]["counts"]["unlabelled"] == NUM_IMAGES - len(more), rounds
     assert _rewritten(first, _state(bundle / "models" / "round0" / "model.pt")), "round 0 was not retrained"
+
+
+def test_a_second_training_with_the_same_max_epochs_trains_again(tmp_path: Path):
+    """The annotation loop retrains with the same request after each correction: the app makes every training a new
+    run (``resume`` false), fine-tuned from ``models/model.pt``, instead of resuming the previous run's
+    ``checkpoint_epoch=1.pt`` at its last epoch and training nothing."""
+    prepare_app_root(tmp_path, ["supervised_seg"])
+    models = tmp_path / "bundles" / "supervised_seg" / "models"
+    params = {"max_epochs": 1, "val_split": 0.0, "multi_gpu": False, "device": "cpu", "overrides": SUPERVISED_OVERRIDES}
+    _train(tmp_path, "supervised_seg", params)
+    first = _state(models / "model.pt")
+    assert (models / "checkpoint_epoch=1.pt").is_file(), sorted(p.name for p in models.iterdir())
+    _, log, _ = _train(tmp_path, "supervised_seg", params, labelled=LABELLED + UNLABELLED[:1])
+    assert "supervised_seg: a new run (resume false)" in log, log[-3000:]
+    assert _rewritten(first, _state(models / "model.pt")), "the second training did not train"
+
+
+NEW_RUN_SCRIPT = """
+import json, sys
+from lib.train import LabelEfficientTrainTask
+task = LabelEfficientTrainTask(sys.argv[1], {})
+print(json.dumps({str(n): task._new_run_overrides(n) for n in (0, 3, 8, 20)}))
+"""
+
+
+def test_new_run_overrides_turn_resume_off_and_fit_the_unlabelled_batch(tmp_path: Path):
+    """No server: ``resume`` false always; ``unlabeled_batch_size`` (adversarial_semi_seg: 8) lowered to the number
+    of unlabelled images when there are fewer (and more than 0), else left alone."""
+    if not SERVER_PYTHON.is_file():
+        pytest.fail(f"no MONAI Label environment at {SERVER_PYTHON}; make it with:\n{SETUP_HINT}", pytrace=False)
+    app = REPO / "monailabel_app"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(app), str(REPO)]), "PYTHONWARNINGS": "ignore"}
+    bundle = REPO / "bundles" / "adversarial_semi_seg"
+    result = subprocess.run(
+        [str(SERVER_PYTHON), "-c", NEW_RUN_SCRIPT, str(bundle)], cwd=app, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out == {
+        "0": {"resume": False},
+        "3": {"resume": False, "unlabeled_batch_size": 3},
+        "8": {"resume": False},
+        "20": {"resume": False},
+    }, out

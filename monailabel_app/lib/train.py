@@ -16,8 +16,10 @@ final label trains or validates. With labelled images but none held out for vali
 bundle is set to keep its last network instead of the best validation one and never to validate (an empty
 validation list would fail): ``select_by_key_metric`` false and ``val_interval`` ``max_epochs + 1``, each where the
 bundle's config has that key (the label-free path is left alone: ``af_seg`` and ``acwe_unsup_seg`` validate on their
-own monitor images). A request may also carry ``"overrides": {config id: value}`` (plain JSON values; no
-``$``/``@``/``%`` expressions over HTTP), e.g. ``{"overrides": {"unlabeled_batch_size": 2}}``.
+own monitor images). Every training is a new run (``resume`` false: MONAI Label starts it from ``models/model.pt``),
+and ``unlabeled_batch_size`` is lowered to the number of unlabelled images when there are fewer. A request may also
+carry ``"overrides": {config id: value}`` (plain JSON values; no ``$``/``@``/``%`` expressions over HTTP), which win,
+e.g. ``{"overrides": {"unlabeled_batch_size": 2}}`` or ``{"overrides": {"resume": true}}`` to continue a stopped run.
 """
 
 from __future__ import annotations
@@ -111,6 +113,25 @@ class LabelEfficientTrainTask(BundleTrainTask):
             )
         return changes
 
+    def _new_run_overrides(self, num_unlabelled: int) -> dict[str, Any]:
+        """Every training through the app is a new run on the datastore's current labels: ``resume`` false (MONAI
+        Label starts it from ``models/model.pt``, its ``pretrained``; an older run's ``checkpoint_epoch=N.pt`` would
+        otherwise make it resume at epoch N and, with the same ``max_epochs``, train nothing), and an
+        ``unlabeled_batch_size`` above the number of unlabelled images lowered to that number (the semi-supervised
+        bundles draw full unlabelled batches only). Each only where the bundle's config has the key."""
+        changes: dict[str, Any] = {}
+        if "resume" in self.bundle_config:
+            changes["resume"] = False
+            logger.info(f"{os.path.basename(self.bundle_path)}: a new run (resume false), not a resumed one")
+        batch = self.bundle_config.get("unlabeled_batch_size")
+        if isinstance(batch, int) and 0 < num_unlabelled < batch:
+            changes["unlabeled_batch_size"] = num_unlabelled
+            logger.info(
+                f"{os.path.basename(self.bundle_path)}: {num_unlabelled} unlabelled images, fewer than its "
+                f"unlabeled_batch_size {batch}: batches of {num_unlabelled}"
+            )
+        return changes
+
     def _update_overrides(self, overrides: dict) -> dict:
         train = overrides.pop(self.const.key_train_dataset_data(), [])
         val = overrides.pop(self.const.key_validate_dataset_data(), None)
@@ -134,6 +155,7 @@ class LabelEfficientTrainTask(BundleTrainTask):
         )
         if train and not val:
             overrides.update(self._no_validation_overrides(overrides))
+        overrides.update(self._new_run_overrides(len(unlabelled)))
         extra = self._request.get("overrides") or {}
         if not isinstance(extra, Mapping):
             raise ValueError(f"'overrides' must be an object of config id -> value, got {type(extra).__name__}.")
