@@ -3,17 +3,13 @@ only (never the test Dice every run also has)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
-spec = importlib.util.spec_from_file_location("adversarial_selection", REPO / "benchmarks" / "adversarial_selection.py")
-sel = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sel)
+sel = load_benchmark("adversarial_selection")
 le = sel.le
 
 DATA = {"dataset_dir": "/nowhere", "training_images": 100, "split_given": True}

@@ -4,19 +4,15 @@ recorded rounds."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_scripts import load_benchmark
 
 REPO = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("annotation_effort", REPO / "benchmarks" / "annotation_effort.py")
-effort = importlib.util.module_from_spec(spec)
-sys.modules["annotation_effort"] = effort
-spec.loader.exec_module(effort)
+effort = load_benchmark("annotation_effort")
 
 
 def test_pixels_changed_counts_every_differing_label():

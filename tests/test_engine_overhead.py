@@ -5,18 +5,14 @@ bare loop follows it."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 
 REPO = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("engine_overhead", REPO / "benchmarks" / "engine_overhead.py")
-overhead = importlib.util.module_from_spec(spec)
-sys.modules["engine_overhead"] = overhead
-spec.loader.exec_module(overhead)
+overhead = load_benchmark("engine_overhead")
 
 
 @pytest.mark.parametrize("case", overhead.CASES, ids=lambda c: f"{c.trainer}-{c.variant or 'as configured'}")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,13 +11,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "label_efficiency.py"
-spec = importlib.util.spec_from_file_location("label_efficiency", SCRIPT)
-le = importlib.util.module_from_spec(spec)
-sys.modules["label_efficiency"] = le
-spec.loader.exec_module(le)
+le = load_benchmark("label_efficiency")
 
 DATA = {"dataset_dir": "/nowhere", "training_images": 100, "split_given": True, "translation_sizes": {"num_train": 100}}
 

@@ -3,15 +3,14 @@ with known values (fixed segmenter logits, a fixed confidence map), and its plac
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from benchmark_scripts import load_benchmark
 from bundle_utils import make_workflow
 from conftest import write_volume_dataset
 from ignite.engine import Engine, Events
@@ -225,13 +224,7 @@ def test_bundle_handler_off_by_default_and_scoring_with_a_truth(tmp_path: Path):
 
 def _benchmark():
     """``benchmarks/label_efficiency.py`` as a module (the one test_label_efficiency.py loads, if loaded)."""
-    if "label_efficiency" not in sys.modules:
-        script = Path(__file__).resolve().parent.parent / "benchmarks" / "label_efficiency.py"
-        spec = importlib.util.spec_from_file_location("label_efficiency", script)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["label_efficiency"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["label_efficiency"]
+    return load_benchmark("label_efficiency")
 
 
 def test_benchmark_hands_the_truth_to_the_method_only_and_prints_its_epochs(tmp_path: Path):

@@ -3,15 +3,12 @@ epoch and the last network kept; the table lays the curves out by epoch."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
+from benchmark_scripts import load_benchmark
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
-spec = importlib.util.spec_from_file_location("translation_curves", REPO / "benchmarks" / "translation_curves.py")
-tc = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tc)
+tc = load_benchmark("translation_curves")
 le = tc.le
 
 TASK = le.TASKS["cluttered_mnist"]
