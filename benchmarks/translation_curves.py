@@ -1,7 +1,7 @@
 """Learning curves of every translation_semi_seg config on the label-scarce benchmark's cluttered MNIST recipe.
 
     python benchmarks/translation_curves.py [--labelled 20] [--seeds 0] [--configs train.json seg_only.json ...]
-        [--jobs 2] [--out outputs/label_efficiency] [--png PATH] [--quick]
+        [--jobs 2] [--out outputs/label_efficiency] [--png PATH] [--epochs-scale 1] [--quick]
 
 Each config (merged over ``train.json``; default every training variant of the bundle, and the key changes of
 ``VARIANTS``: ``train.json`` with ``segmentation_weight_decay`` 0 against the authors' decay of every parameter) runs
@@ -13,8 +13,10 @@ each epoch is the curve; the last network's test Dice is given beside it.
 
 Runs go through ``label_efficiency.run_specs`` (one process and torch thread each, ``--jobs`` at a time) into
 ``<out>/cluttered_mnist/curves/runs/<id>/``; finished runs are kept in ``.../curves/results.json`` and a rerun skips
-them. Written: ``.../curves/translation_curves.md`` (per config: validation Dice per epoch, test Dice, wall s) and the
-plot (``--png``, default ``.../curves/translation_curves.png``).
+them. Written: ``.../curves/translation_curves.md`` (per config: validation Dice per epoch, test Dice, wall s; then
+each method of ``PAIRS`` against its control, the translation terms off, paired by seed with the 95 % interval) and
+the plot (``--png``, default ``.../curves/translation_curves.png``). ``--epochs-scale K`` trains K times the
+benchmark's epochs (and steps), every config alike, into ``.../curves_xK/``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ for path in (REPO, REPO / "benchmarks"):
 import label_efficiency as le  # noqa: E402
 
 from common.atomic_write import write_text_atomic  # noqa: E402
+from common.metrics.results import paired_difference  # noqa: E402
 
 # every training variant of the bundle (configs/), in the order of its docs: the method, its ablations, the baselines
 CONFIGS = (
@@ -50,7 +54,16 @@ CONFIGS = (
 # (genseg utils/experiment.py), the key leaves the segmentation-only parameters undecayed (issue 17)
 VARIANTS = {
     "train.json+segmentation_weight_decay=0": ("train.json", {"segmentation_weight_decay": 0.0}),
+    "segmentation_path_only.json+segmentation_weight_decay=0": (
+        "segmentation_path_only.json",
+        {"segmentation_weight_decay": 0.0},
+    ),
 }
+# (method, its like-for-like control): the translation terms off, all else equal; paired by seed in the table
+PAIRS = (
+    ("train.json", "segmentation_path_only.json"),
+    ("train.json+segmentation_weight_decay=0", "segmentation_path_only.json+segmentation_weight_decay=0"),
+)
 CURVE = {"val_interval": 1, "select_by_key_metric": False}
 
 
@@ -102,6 +115,28 @@ def markdown(rows: Sequence[dict[str, Any]], configs: Sequence[str], command: st
                 f"| {config} | {r['seed']} | {' | '.join(cells)} | {r['dice_mean']:.3f} | {r['segmenter_steps']} "
                 f"| {r['wall_s']:.0f} |"
             )
+    paired = []
+    for method, control in PAIRS:
+        mine, theirs = (
+            {r["seed"]: r["dice_mean"] for r in rows if r["arm"] == f"translation:{name}" and r["status"] == "ok"}
+            for name in (method, control)
+        )
+        seeds = sorted(set(mine) & set(theirs))
+        if len(seeds) >= 2:
+            diff = paired_difference([mine[k] for k in seeds], [theirs[k] for k in seeds])
+            paired.append(
+                f"| {method} | {control} | {len(seeds)} | {diff.mean:+.3f} | {diff.interval_text()} "
+                f"| {le._verdict(diff)} |"
+            )
+    if paired:
+        lines += [
+            "",
+            "Test Dice of the last network, each method against its control (translation terms off), paired by seed:",
+            "",
+            "| method | control | seeds | mean paired Δ | 95 % interval | reading |",
+            "|---|---|---|---|---|---|",
+            *paired,
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -141,11 +176,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "outputs" / "label_efficiency"))
     parser.add_argument("--png", type=Path, default=None)
+    parser.add_argument(
+        "--epochs-scale",
+        type=int,
+        default=1,
+        help="train every config this many times the benchmark's epochs (same steps per epoch; own folder curves_xK)",
+    )
     parser.add_argument("--quick", action="store_true", help="the benchmark's reduced data and steps (a smoke run)")
     args = parser.parse_args(argv)
     task = le.TASKS["cluttered_mnist"].scaled(args.quick)
+    if args.epochs_scale < 1:
+        raise SystemExit(f"--epochs-scale must be >= 1, got {args.epochs_scale}")
+    task = replace(task, steps=task.steps * args.epochs_scale, epochs=task.epochs * args.epochs_scale)
     labelled = args.labelled if args.labelled is not None else task.labelled[0]
-    out = Path(args.out).resolve() / (task.name + ("_quick" if args.quick else "")) / "curves"
+    folder = "curves" if args.epochs_scale == 1 else f"curves_x{args.epochs_scale}"
+    out = Path(args.out).resolve() / (task.name + ("_quick" if args.quick else "")) / folder
     out.mkdir(parents=True, exist_ok=True)
     data = le.prepare_task(task, Path(args.out).resolve() / "data" / ("quick" if args.quick else "full"), args.quick)
     base = {s["seed"]: s for s in le.plan(task, data, ["translation"], args.seeds, out) if s["labelled"] == labelled}

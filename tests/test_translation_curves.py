@@ -39,7 +39,7 @@ def test_every_config_exists_and_runs_the_benchmarks_recipe_with_a_curve(tmp_pat
 def test_the_weight_decay_variant_is_the_method_with_one_key_changed(tmp_path: Path):
     (base,) = [s for s in le.plan(TASK, DATA, ["translation"], [0], tmp_path) if s["labelled"] == 20]
     method = tc.curve_spec(base, "train.json", tmp_path)
-    (name,) = tc.VARIANTS
+    name = "train.json+segmentation_weight_decay=0"
     variant = tc.curve_spec(base, name, tmp_path)
     assert variant["train_configs"] == ["train.json"] and variant["arm"] == f"translation:{name}"
     assert variant["overrides"] == {**method["overrides"], "segmentation_weight_decay": 0.0} | {
@@ -68,3 +68,17 @@ def test_table_lays_each_run_out_by_epoch():
     assert "| config | seed | epoch 1 | epoch 2 | test Dice | steps | wall s |" in text
     assert "| train.json | 0 | 0.100 | 0.300 | 0.310 | 200 | 12 |" in text
     assert "| seg_only.json | 0 | failed |" in text
+
+
+def test_table_pairs_each_method_with_its_control_by_seed():
+    def row(config: str, seed: int, dice: float) -> dict:
+        curve = [{"epoch": 1, "iteration": 100, "dice": dice}]
+        return {"arm": f"translation:{config}", "seed": seed, "status": "ok", "validation_curve": curve,
+                "dice_mean": dice, "segmenter_steps": 100, "wall_s": 1.0}  # fmt: skip
+
+    method, control = tc.PAIRS[1]
+    rows = [row(method, k, 0.5 + 0.01 * k) for k in range(3)] + [row(control, k, 0.4) for k in range(3)]
+    rows += [row("train.json", 0, 0.3)]  # its control has no seed: no row for that pair
+    text = tc.markdown(rows, [method, control, "train.json"], "cmd", quick=False)
+    assert f"| {method} | {control} | 3 | +0.110 | [+0.085, +0.135] | better |" in text
+    assert "| train.json | segmentation_path_only.json |" not in text
