@@ -204,12 +204,14 @@ def test_mipr_auto_annotation_retrains_after_a_new_final_label(tmp_path: Path):
     bundle = _prepare_mipr(tmp_path)
     _train(tmp_path, "mipr_auto_annotation", MIPR_PARAMS)
     first = _state(bundle / "models" / "round0" / "model.pt")
+    first_g = _state(bundle / "models" / "generator.pt")
     more = LABELLED + [UNLABELLED[0]]
     _, log, _ = _train(tmp_path, "mipr_auto_annotation", MIPR_PARAMS, labelled=more)
     assert f"{len(more)} labelled for training, 0 for validation, {NUM_IMAGES - len(more)} unlabelled" in log
     rounds = json.loads((bundle / "outputs" / "mipr" / "rounds.json").read_text(encoding="utf-8"))
     assert rounds[1]["counts"]["unlabelled"] == NUM_IMAGES - len(more), rounds
     assert _rewritten(first, _state(bundle / "models" / "round0" / "model.pt")), "round 0 was not retrained"
+    assert _rewritten(first_g, _state(bundle / "models" / "generator.pt")), "G resumed the old training"
 
 
 def test_a_second_training_with_the_same_max_epochs_trains_again(tmp_path: Path):

@@ -111,6 +111,8 @@ class MIPRAnnotationLoop:
         truth: hidden labels of the unlabelled items (benchmarks only: logged as the pairs' ``true_dice``, never used
             to accept), e.g. :class:`common.data.HiddenTruth`; ``None`` in the bundle.
         seed: seed of the new layouts.
+        generator_ckpt_dir: the folder of ``G``'s epoch checkpoints (its trainer's resume handler), removed with the
+            saved rounds when the inputs changed, so that a new ``G`` does not resume the old one's training.
         panel_items: a few labelled items (e.g. test images) drawn as image | pseudo-label | rearranged image |
             its label | truth after every round.
         device: where annotation runs.
@@ -140,6 +142,7 @@ class MIPRAnnotationLoop:
         new_layouts: int = 0,
         truth: Callable[[Mapping, Sequence[int]], torch.Tensor | None] | None = None,
         seed: int = 0,
+        generator_ckpt_dir: str | None = None,
     ) -> None:
         dataset = segmenter_trainer.data_loader.dataset
         if not isinstance(dataset, CacheDataset):
@@ -167,6 +170,7 @@ class MIPRAnnotationLoop:
         self.new_layouts = new_layouts
         self.truth = truth
         self.seed = seed
+        self.generator_ckpt_dir = None if generator_ckpt_dir is None else Path(generator_ckpt_dir)
         self.panel_items = list(panel_items)
         self.device = torch.device(device)
         # the states every round starts from: S is retrained from scratch on each round's data
@@ -210,6 +214,8 @@ class MIPRAnnotationLoop:
     def _saved_rounds(self) -> list[Path]:
         """The files and folders a resumed loop would reuse."""
         found = [self.generator_checkpoint, self.ckpt_dir / "model.pt", self.work_dir / "rounds.json"]
+        if self.generator_ckpt_dir is not None:  # G's epoch checkpoints: a new G would resume from them
+            found.append(self.generator_ckpt_dir)
         found += sorted(self.ckpt_dir.glob("round[0-9]*")) + sorted(self.work_dir.glob("round[0-9]*"))
         return [p for p in dict.fromkeys(found) if p.exists()]
 

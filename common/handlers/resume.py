@@ -67,10 +67,8 @@ class ResumableCheckpoint:
 
     def attach(self, engine: Engine) -> None:
         objects = {**self.save_dict, "trainer": engine}
-        path = latest_checkpoint(self.ckpt_dir) if self.resume else None
-        if path is not None:
-            logger.info(f"resuming from {path}")
-            CheckpointLoader(load_path=str(path), load_dict=objects, map_location="cpu").attach(engine)
+        if self.resume:  # the newest checkpoint when the run starts, not when the config is built
+            engine.add_event_handler(Events.STARTED, self._resume, objects)
         if self.save:
             AtomicCheckpointSaver(
                 save_dir=self.ckpt_dir,
@@ -81,6 +79,15 @@ class ResumableCheckpoint:
             ).attach(engine)
             # Ignite only prunes files it wrote itself; after a resume the older run's files are pruned here
             engine.add_event_handler(Events.EPOCH_COMPLETED, self._prune)
+
+    def _resume(self, engine: Engine, objects: Mapping[str, object]) -> None:
+        """Load the newest checkpoint of ``ckpt_dir`` into ``objects``, if there is one when the run starts (a
+        workflow may remove stale checkpoints between building its trainer and running it, as the MIPR loop does
+        when its inputs changed)."""
+        path = latest_checkpoint(self.ckpt_dir)
+        if path is not None:
+            logger.info(f"resuming from {path}")
+            CheckpointLoader(load_path=str(path), load_dict=objects, map_location="cpu")(engine)
 
     def _prune(self, engine: Engine) -> None:
         for old in epoch_checkpoints(self.ckpt_dir)[: -self.n_saved]:
