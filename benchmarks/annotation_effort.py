@@ -239,12 +239,8 @@ def contrasts(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _interval(diff: Any, digits: int) -> str:
-    """A ``PairedDifference`` as ``mean [low, high]`` (``mean (n = 1)`` without an interval)."""
-    if diff.n == 0:
-        return "n/a"
-    if diff.n < 2:
-        return f"{diff.mean:+.{digits}f} (n = 1)"
-    return f"{diff.mean:+.{digits}f} [{diff.lo:+.{digits}f}, {diff.hi:+.{digits}f}]"
+    """A ``PairedDifference`` as ``mean [lo, hi]`` (``PairedDifference.interval_text``: ``-`` without an interval)."""
+    return "n/a" if diff.n == 0 else f"{diff.mean:+.{digits}f} {diff.interval_text(digits)}"
 
 
 def _pm(value: tuple[float, float] | None, digits: int = 2) -> str:

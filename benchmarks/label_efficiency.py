@@ -406,6 +406,11 @@ def _translation(c: RunContext) -> dict[str, Any]:
     }
 
 
+def _translation_seg_wd0(c: RunContext) -> dict[str, Any]:
+    """:func:`_translation` with the segmentation-only parameters undecayed (``segmentation_weight_decay`` 0)."""
+    return {**_translation(c), "segmentation_weight_decay": 0.0}
+
+
 @dataclass(frozen=True)
 class Arm:
     """One kind of run.
@@ -495,7 +500,7 @@ ARMS: dict[str, Arm] = {
             ("train.json",),
             "method",
             "low",
-            lambda c: {**_translation(c), "segmentation_weight_decay": 0.0},
+            _translation_seg_wd0,
             control="translation_control_seg_wd0",
         ),
         Arm(
@@ -505,7 +510,7 @@ ARMS: dict[str, Arm] = {
             ("train.json", "segmentation_path_only.json"),
             "control",
             "low",
-            lambda c: {**_translation(c), "segmentation_weight_decay": 0.0},
+            _translation_seg_wd0,
         ),
         Arm(
             "translation_control",
@@ -961,14 +966,24 @@ def _ok(rows: Sequence[dict], arm: str, labelled: int | None) -> dict[int, dict]
     return {r["seed"]: r for r in rows if r["arm"] == arm and r["labelled"] == labelled and r["status"] == "ok"}
 
 
-def compare(rows: Sequence[dict], arm: str, other: str, labelled: int | None, other_labelled: int | None = None):
+def compare(
+    rows: Sequence[dict],
+    arm: str,
+    other: str,
+    labelled: int | None,
+    other_labelled: int | None = None,
+    equal_steps: bool | None = None,
+):
     """Paired comparison over the seeds both finished: ``(PairedDifference, seeds, note)``; ``note`` says why there
-    is none (no common seed, or unequal segmenter steps between a method and its control)."""
+    is none (no common seed, or unequal segmenter steps between a method and its control). ``equal_steps`` (default:
+    when ``other`` is ``arm``'s control in :data:`ARMS`) refuses pairs whose segmenter steps differ."""
     mine, theirs = _ok(rows, arm, labelled), _ok(rows, other, labelled if other_labelled is None else other_labelled)
     seeds = sorted(set(mine) & set(theirs))
     if not seeds:
         return None, seeds, "no seed finished for both"
-    if ARMS[arm].control == other:
+    if equal_steps is None:
+        equal_steps = arm in ARMS and ARMS[arm].control == other
+    if equal_steps:
         unequal = [s for s in seeds if mine[s]["segmenter_steps"] != theirs[s]["segmenter_steps"]]
         if unequal:
             s = unequal[0]

@@ -37,7 +37,6 @@ for path in (REPO, REPO / "benchmarks"):
 import label_efficiency as le  # noqa: E402
 
 from common.atomic_write import write_text_atomic  # noqa: E402
-from common.metrics.results import paired_difference  # noqa: E402
 
 # every training variant of the bundle (configs/), in the order of its docs: the method, its ablations, the baselines
 CONFIGS = (
@@ -116,14 +115,14 @@ def markdown(rows: Sequence[dict[str, Any]], configs: Sequence[str], command: st
                 f"| {r['wall_s']:.0f} |"
             )
     paired = []
+    labelled = next((r["labelled"] for r in rows if "labelled" in r), None)  # one labelled amount per invocation
     for method, control in PAIRS:
-        mine, theirs = (
-            {r["seed"]: r["dice_mean"] for r in rows if r["arm"] == f"translation:{name}" and r["status"] == "ok"}
-            for name in (method, control)
+        diff, seeds, note = le.compare(
+            rows, f"translation:{method}", f"translation:{control}", labelled, equal_steps=True
         )
-        seeds = sorted(set(mine) & set(theirs))
-        if len(seeds) >= 2:
-            diff = paired_difference([mine[k] for k in seeds], [theirs[k] for k in seeds])
+        if note and len(seeds) >= 2:
+            paired.append(f"| {method} | {control} | {len(seeds)} | - | - | {note} |")
+        elif len(seeds) >= 2:
             paired.append(
                 f"| {method} | {control} | {len(seeds)} | {diff.mean:+.3f} | {diff.interval_text()} "
                 f"| {le._verdict(diff)} |"

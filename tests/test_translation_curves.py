@@ -53,6 +53,7 @@ def test_table_lays_each_run_out_by_epoch():
         {
             "arm": "translation:train.json",
             "seed": 0,
+            "labelled": 20,
             "status": "ok",
             "validation_curve": [
                 {"epoch": 1, "iteration": 100, "dice": 0.1},
@@ -73,7 +74,7 @@ def test_table_lays_each_run_out_by_epoch():
 def test_table_pairs_each_method_with_its_control_by_seed():
     def row(config: str, seed: int, dice: float) -> dict:
         curve = [{"epoch": 1, "iteration": 100, "dice": dice}]
-        return {"arm": f"translation:{config}", "seed": seed, "status": "ok", "validation_curve": curve,
+        return {"arm": f"translation:{config}", "seed": seed, "labelled": 20, "status": "ok", "validation_curve": curve,
                 "dice_mean": dice, "segmenter_steps": 100, "wall_s": 1.0}  # fmt: skip
 
     method, control = tc.PAIRS[1]
@@ -82,3 +83,14 @@ def test_table_pairs_each_method_with_its_control_by_seed():
     text = tc.markdown(rows, [method, control, "train.json"], "cmd", quick=False)
     assert f"| {method} | {control} | 3 | +0.110 | [+0.085, +0.135] | better |" in text
     assert "| train.json | segmentation_path_only.json |" not in text
+
+
+def test_pairs_with_unequal_steps_are_not_compared():
+    def row(config: str, seed: int, steps: int) -> dict:
+        return {"arm": f"translation:{config}", "seed": seed, "labelled": 20, "status": "ok", "validation_curve": [],
+                "dice_mean": 0.5, "segmenter_steps": steps, "wall_s": 1.0}  # fmt: skip
+
+    method, control = tc.PAIRS[0]
+    rows = [row(method, k, 600) for k in range(2)] + [row(control, k, 1800) for k in range(2)]
+    text = tc.markdown(rows, [method, control], "cmd", quick=False)
+    assert f"| {method} | {control} | 2 | - | - | not compared: unequal segmenter steps (600 vs 1800, seed 0) |" in text
