@@ -38,16 +38,50 @@ def _cli(tmp: Path, **extra) -> list[str]:
     return args
 
 
+# The first run of the SIGKILL test: the bundle's training with one extra handler that, at the first iteration of
+# epoch 2 (after epoch 1's checkpoint is on disk), touches a marker file and blocks. The kill then always lands
+# mid-training, however fast the machine (polling for the checkpoint raced with fast epochs: n_saved=1 removes it).
+_TRAIN_THEN_BLOCK_IN_EPOCH_2 = """
+import json, sys, time
+from pathlib import Path
+from ignite.engine import Events
+from common import bundle
+
+overrides, marker = json.loads(sys.argv[1]), Path(sys.argv[2])
+workflow = bundle.load_workflow("supervised_seg", ["train.json"], "train", **overrides)
+workflow.initialize()
+trainer = workflow.parser.get_parsed_content("train#trainer")
+
+@trainer.on(Events.ITERATION_STARTED)
+def block_in_epoch_2(engine):
+    if engine.state.epoch == 2:
+        marker.touch()
+        time.sleep(3600)
+
+workflow.run()
+"""
+
+
 def test_sigkill_mid_training_resumes_to_the_same_final_epoch(tmp_path: Path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    args = _cli(tmp_path, max_epochs=4, demo_kwargs={"num_cases": 12, "image_size": 64})
-    first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = tmp_path / "models" / "checkpoint_epoch=1.pt"
+    overrides = _overrides(tmp_path, max_epochs=4, demo_kwargs={"num_cases": 12, "image_size": 64})
+    marker, log = tmp_path / "in_epoch_2", tmp_path / "first_run.log"
+    with log.open("w") as log_file:
+        first = subprocess.Popen(
+            [sys.executable, "-c", _TRAIN_THEN_BLOCK_IN_EPOCH_2, json.dumps(overrides), str(marker)],
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.time() + 300
-    while not checkpoint.exists() and first.poll() is None and time.time() < deadline:
+    while not marker.exists() and first.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    assert checkpoint.exists(), "the first epoch never finished"
-    time.sleep(0.5)  # into the next epoch
+    if not marker.exists():
+        first.kill()
+        first.wait()
+        assert False, "the first run never reached epoch 2:\n" + log.read_text(errors="replace")[-2000:]
+    assert (tmp_path / "models" / "checkpoint_epoch=1.pt").exists()
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert first.returncode == -signal.SIGKILL
@@ -56,6 +90,7 @@ def test_sigkill_mid_training_resumes_to_the_same_final_epoch(tmp_path: Path):
     assert all(name.endswith(".pt") for name in saved), f"unexpected files: {saved}"
     for name in saved:
         torch.load(tmp_path / "models" / name, map_location="cpu", weights_only=False)
+    args = _cli(tmp_path, max_epochs=4, demo_kwargs={"num_cases": 12, "image_size": 64})
     resumed = subprocess.run(
         args, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600
     )
