@@ -27,6 +27,16 @@ TRAINERS = {
     "segmentation_path_only.json": ("SegmentationOnlyTrainer", None),
 }
 VARIANTS = list(TRAINERS)
+# variant -> the inference configs (after inference.json) and overrides that load its model.pt (bundle docs)
+INFERENCE = {
+    "seg_only.json": (["inference_baseline.json"], {}),
+    "ae_baseline.json": (["inference_baseline.json"], {"reconstruction_decoder": True}),
+    "mean_teacher.json": (["inference_baseline.json"], {}),
+    "sep_dec.json": (["sep_dec.json"], {}),
+    "p_to_a_only.json": ([], {}),
+    "no_translation.json": ([], {}),
+    "segmentation_path_only.json": ([], {}),
+}
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +120,22 @@ def test_variant_trains(variant: str, tmp_path: Path, mnist_dir: Path):
     name, directions = TRAINERS[variant]
     assert type(trainer).__name__ == name and getattr(trainer, "directions", None) == directions
     assert (tmp_path / "models" / "model.pt").is_file()
+    # its model.pt loads into the inference network the docs give for it (strict: every key, every shape)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(inputs / "digit.png")
+    configs, overrides = INFERENCE[variant]
+    run_workflow(
+        BUNDLE,
+        ["inference.json", *configs],
+        "infer",
+        dataset_dir=str(inputs),
+        output_dir=str(tmp_path / "pred"),
+        ckpt_dir=str(tmp_path / "models"),
+        network_width=SMALL_RUN["network_width"],
+        **overrides,
+    )
+    assert (tmp_path / "pred" / "digit_seg.nii.gz").is_file()
 
 
 @pytest.mark.parametrize(
