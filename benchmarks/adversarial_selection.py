@@ -44,7 +44,6 @@ for path in (REPO, REPO / "benchmarks"):
 import label_efficiency as le  # noqa: E402
 
 from common.atomic_write import write_text_atomic  # noqa: E402
-from common.metrics.results import paired_difference  # noqa: E402
 
 PAPER = {"semi_threshold": 0.2, "semi_weight": 0.1}  # Hung et al. (2018), Sec. 4.2
 PAPER_ADV_WEIGHT = 0.01  # lambda_adv, Hung et al. (2018), Sec. 4.2
@@ -137,10 +136,13 @@ def markdown(
         "elsewhere lambda_adv is 0.01 and the semi start the benchmark's (a quarter of the epochs).",
     ]
 
+    def is_control(r: dict) -> bool:
+        return r["arm"] == "adversarial_control" and "setting" not in r
+
     def test_dice(pred) -> dict[int, float]:
         return {r["seed"]: r["dice_mean"] for r in rows if r["status"] == "ok" and pred(r) and r["seed"] in seeds}
 
-    control = test_dice(lambda r: r["arm"] == "adversarial_control" and "setting" not in r)
+    control = test_dice(is_control)
     lines += [
         "",
         f"## Stage 2: test Dice, {len(seeds)} seeds, paired with the control (95 % interval over seeds)",
@@ -152,12 +154,13 @@ def markdown(
     for label, setting in (("chosen: " + setting_name(chosen), chosen), ("paper: " + setting_name(PAPER), PAPER)):
         if setting == chosen and label.startswith("paper"):
             continue
-        mine = test_dice(lambda r, s=setting: r.get("setting") == s)
-        common = sorted(set(mine) & set(control))
-        if not common:
-            lines.append(f"| {label} | not run | | | |")
+        # the setting's runs and the control's, paired by the benchmark's own rule (common seeds, equal steps)
+        pair = [r for r in rows if r["seed"] in seeds and (r.get("setting") == setting or is_control(r))]
+        diff, common, note = le.compare(pair, "adversarial", "adversarial_control", labelled)
+        if diff is None:
+            lines.append(f"| {label} | {'not run' if not common else note} | | | |")
             continue
-        diff = paired_difference([mine[s] for s in common], [control[s] for s in common])
+        mine = test_dice(lambda r, s=setting: r.get("setting") == s)
         lines.append(
             f"| {label} | {', '.join(f'{mine[s]:.3f}' for s in common)} | {diff.mean:+.3f} | {diff.interval_text()} "
             f"| {le._verdict(diff)} |"

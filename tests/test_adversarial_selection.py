@@ -81,3 +81,24 @@ def test_stage_1b_changes_one_key_at_a_time_from_the_first_choice():
     chosen, table = sel.choose(rows, [first, *variants], [0])
     assert chosen == variants[3] and len(table) == 5  # a tie with the first choice would keep it
     assert sel.choose(rows[:2], [first, variants[0]], [0])[0] == first
+
+
+def _test_row(arm, setting, seed, dice, steps=600):
+    row = {"arm": arm, "labelled": 20, "seed": seed, "dice_mean": dice, "status": "ok", "segmenter_steps": steps}
+    return row if setting is None else {**row, "setting": setting}
+
+
+def test_stage_2_pairs_each_setting_with_the_control_at_equal_steps():
+    other = {"semi_threshold": 0.1, "semi_weight": 1.0}
+    control = [_test_row("adversarial_control", None, s, d) for s, d in enumerate([0.50, 0.60, 0.70])]
+    chosen = [_test_row("adversarial", other, s, d) for s, d in enumerate([0.55, 0.66, 0.74])]
+    paper = [_test_row("adversarial", sel.PAPER, s, d, steps=300 if s == 1 else 600) for s, d in enumerate([0.5] * 3)]
+    unrelated = [_test_row("adversarial", {"semi_threshold": 0.03, "semi_weight": 0.1}, s, 0.0) for s in range(3)]
+    table = {sel.setting_name(other): [0.6]}
+    text = sel.markdown(
+        le.TASKS["cluttered_mnist"], 20, table, other, control + chosen + paper + unrelated, [0, 1, 2], ""
+    )
+    chosen_line = next(line for line in text.splitlines() if line.startswith("| chosen:"))
+    assert "0.550, 0.660, 0.740 | +0.050 |" in chosen_line and "better" in chosen_line  # differences 0.05, 0.06, 0.04
+    paper_line = next(line for line in text.splitlines() if line.startswith("| paper:"))
+    assert "not compared: unequal segmenter steps (300 vs 600, seed 1)" in paper_line
