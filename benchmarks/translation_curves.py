@@ -1,7 +1,7 @@
 """Learning curves of every translation_semi_seg config on the label-scarce benchmark's cluttered MNIST recipe.
 
     python benchmarks/translation_curves.py [--labelled 20] [--seeds 0] [--configs train.json seg_only.json ...]
-        [--jobs 2] [--out outputs/label_efficiency] [--png PATH] [--epochs-scale 1] [--quick]
+        [--jobs 2] [--out outputs/label_efficiency] [--png PATH] [--epochs-scale 1] [--select-on-validation] [--quick]
 
 Each config (merged over ``train.json``; default every training variant of the bundle, and the key changes of
 ``VARIANTS``: ``train.json`` with ``segmentation_weight_decay`` 0 against the authors' decay of every parameter) runs
@@ -9,7 +9,9 @@ the benchmark's translation recipe (``label_efficiency``: ``network_width`` 0.25
 the labelled share, ``Task.steps`` segmenter steps in ``Task.epochs`` epochs) with one change: it validates after
 **every** epoch (``val_interval`` 1) and keeps its last network (``select_by_key_metric`` false, so the test Dice is the
 last model's, as in the benchmark). The validation key metric (soft Dice on the validation target-present images) of
-each epoch is the curve; the last network's test Dice is given beside it.
+each epoch is the curve; the last network's test Dice is given beside it. ``--select-on-validation`` tests the network
+of the highest validation Dice instead (``select_by_key_metric`` true, the bundle's default ``model.pt``; this reads
+the validation images' labels, which the benchmark's rule does not), into ``.../curves[_xK]_best_validation/``.
 
 Runs go through ``label_efficiency.run_specs`` (one process and torch thread each, ``--jobs`` at a time) into
 ``<out>/cluttered_mnist/curves/runs/<id>/``; finished runs are kept in ``.../curves/results.json`` and a rerun skips
@@ -64,6 +66,9 @@ PAIRS = (
     ("train.json+segmentation_weight_decay=0", "segmentation_path_only.json+segmentation_weight_decay=0"),
 )
 CURVE = {"val_interval": 1, "select_by_key_metric": False}
+# what the test Dice is of: the last network (the benchmark's rule) or, with --select-on-validation, the network of
+# the highest validation Dice (the bundle's default model.pt; it reads the validation images' labels)
+TESTED = {False: "the last network", True: "the network of the highest validation Dice"}
 
 
 def config_and_overrides(name: str) -> tuple[str, dict[str, Any]]:
@@ -71,9 +76,10 @@ def config_and_overrides(name: str) -> tuple[str, dict[str, Any]]:
     return VARIANTS.get(name, (name, {}))
 
 
-def curve_spec(base: dict[str, Any], name: str, out: Path) -> dict[str, Any]:
+def curve_spec(base: dict[str, Any], name: str, out: Path, select_on_validation: bool = False) -> dict[str, Any]:
     """The ``translation`` arm's spec ``base`` with config ``name`` (or a variant's config and overrides) merged over
-    ``train.json`` and :data:`CURVE`."""
+    ``train.json`` and :data:`CURVE` (``select_on_validation``: ``select_by_key_metric`` true, so that ``model.pt``,
+    the network evaluated on test, is the one of the highest validation Dice)."""
     config, extra = config_and_overrides(name)
     spec = {k: v for k, v in base.items() if k not in ("run_dir", "hash")}
     configs = ["train.json"] + ([] if config == "train.json" else [config])
@@ -86,6 +92,7 @@ def curve_spec(base: dict[str, Any], name: str, out: Path) -> dict[str, Any]:
     spec["overrides"] = {
         **{k: v for k, v in base["overrides"].items() if k not in ("output_dir", "ckpt_dir")},
         **CURVE,
+        "select_by_key_metric": select_on_validation,
         **extra,
     }
     label = name.removesuffix(".json").replace(".json+", "+").replace("=", "")
@@ -93,12 +100,19 @@ def curve_spec(base: dict[str, Any], name: str, out: Path) -> dict[str, Any]:
     return le.place_spec(spec, out / "runs" / spec["id"].replace("@", "_").replace("#", "_"))
 
 
-def markdown(rows: Sequence[dict[str, Any]], configs: Sequence[str], command: str, quick: bool) -> str:
+def markdown(
+    rows: Sequence[dict[str, Any]],
+    configs: Sequence[str],
+    command: str,
+    quick: bool,
+    select_on_validation: bool = False,
+) -> str:
+    tested = TESTED[select_on_validation]
     epochs = sorted({p["epoch"] for r in rows if r["status"] == "ok" for p in r.get("validation_curve", [])})
     lines = [
         "# translation_semi_seg: validation Dice after every epoch, every config" + (" (QUICK RUN)" if quick else ""),
         "",
-        f"Command: `{command}`. One row per run; the test Dice is the last network's.",
+        f"Command: `{command}`. One row per run; the test Dice is {tested}'s.",
         "",
         "| config | seed | " + " | ".join(f"epoch {e}" for e in epochs) + " | test Dice | steps | wall s |",
         "|---|---|" + "---|" * (len(epochs) + 3),
@@ -130,7 +144,7 @@ def markdown(rows: Sequence[dict[str, Any]], configs: Sequence[str], command: st
     if paired:
         lines += [
             "",
-            "Test Dice of the last network, each method against its control (translation terms off), paired by seed:",
+            f"Test Dice of {tested}, each method against its control (translation terms off), paired by seed:",
             "",
             "| method | control | seeds | mean paired Δ | 95 % interval | reading |",
             "|---|---|---|---|---|---|",
@@ -181,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="train every config this many times the benchmark's epochs (same steps per epoch; own folder curves_xK)",
     )
+    parser.add_argument(
+        "--select-on-validation",
+        action="store_true",
+        help="test the network of the highest validation Dice (the bundle's default) instead of the last (own folder)",
+    )
     parser.add_argument("--quick", action="store_true", help="the benchmark's reduced data and steps (a smoke run)")
     args = parser.parse_args(argv)
     task = le.TASKS["cluttered_mnist"].scaled(args.quick)
@@ -188,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--epochs-scale must be >= 1, got {args.epochs_scale}")
     task = replace(task, steps=task.steps * args.epochs_scale, epochs=task.epochs * args.epochs_scale)
     labelled = args.labelled if args.labelled is not None else task.labelled[0]
-    folder = "curves" if args.epochs_scale == 1 else f"curves_x{args.epochs_scale}"
+    folder = ("curves" if args.epochs_scale == 1 else f"curves_x{args.epochs_scale}") + (
+        "_best_validation" if args.select_on_validation else ""
+    )
     out = Path(args.out).resolve() / (task.name + ("_quick" if args.quick else "")) / folder
     out.mkdir(parents=True, exist_ok=True)
     data = le.prepare_task(task, Path(args.out).resolve() / "data" / ("quick" if args.quick else "full"), args.quick)
@@ -197,9 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{task.name} has no labelled amount {labelled}; choose from {task.labelled}")
     command = "python benchmarks/translation_curves.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     results = out / "results.json"
-    specs = [curve_spec(base[s], c, out) for c in args.configs for s in args.seeds]
+    specs = [curve_spec(base[s], c, out, args.select_on_validation) for c in args.configs for s in args.seeds]
     rows = [r for r in le.run_specs(specs, results, args.jobs, command) if r["id"] in {s["id"] for s in specs}]
-    text = markdown(rows, args.configs, command, args.quick)
+    text = markdown(rows, args.configs, command, args.quick, args.select_on_validation)
     write_text_atomic(out / "translation_curves.md", text)
     plot(rows, args.configs, args.png or out / "translation_curves.png")
     print("\n" + text + f"\nwritten: {results}, {out / 'translation_curves.md'}")

@@ -94,3 +94,14 @@ def test_pairs_with_unequal_steps_are_not_compared():
     rows = [row(method, k, 600) for k in range(2)] + [row(control, k, 1800) for k in range(2)]
     text = tc.markdown(rows, [method, control], "cmd", quick=False)
     assert f"| {method} | {control} | 2 | - | - | not compared: unequal segmenter steps (600 vs 1800, seed 0) |" in text
+
+
+def test_select_on_validation_tests_the_best_validation_network(tmp_path: Path):
+    (base,) = [s for s in le.plan(TASK, DATA, ["translation"], [0], tmp_path) if s["labelled"] == 20]
+    last, best = (tc.curve_spec(base, "train.json", tmp_path / k, select_on_validation=k == "b") for k in "ab")
+    assert last["overrides"]["select_by_key_metric"] is False and best["overrides"]["select_by_key_metric"] is True
+    assert last["hash"] != best["hash"]
+    rows = [{"arm": "translation:train.json", "seed": 0, "labelled": 20, "status": "failed"}]
+    assert "the test Dice is the last network's" in tc.markdown(rows, ["train.json"], "cmd", quick=False)
+    text = tc.markdown(rows, ["train.json"], "cmd", quick=False, select_on_validation=True)
+    assert "the test Dice is the network of the highest validation Dice's" in text
