@@ -74,16 +74,15 @@ def test_sigkill_mid_training_resumes_to_the_same_final_epoch(tmp_path: Path):
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    deadline = time.time() + 300
-    while not marker.exists() and first.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    if not marker.exists():
-        first.kill()
+    try:
+        deadline = time.time() + 300
+        while not marker.exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert marker.exists(), "the first run never reached epoch 2:\n" + log.read_text(errors="replace")[-2000:]
+        assert (tmp_path / "models" / "checkpoint_epoch=1.pt").exists()
+    finally:  # blocked, or failed: either way it must not outlive the test
+        first.send_signal(signal.SIGKILL)
         first.wait()
-        assert False, "the first run never reached epoch 2:\n" + log.read_text(errors="replace")[-2000:]
-    assert (tmp_path / "models" / "checkpoint_epoch=1.pt").exists()
-    first.send_signal(signal.SIGKILL)
-    first.wait()
     assert first.returncode == -signal.SIGKILL
     # a kill can only leave a hidden ".<name>.partial-<pid>.pt" file; every file under its real name is whole
     saved = sorted(p.name for p in (tmp_path / "models").iterdir() if not p.name.startswith("."))
