@@ -65,7 +65,7 @@ PAIRS = (
     ("train.json", "segmentation_path_only.json"),
     ("train.json+segmentation_weight_decay=0", "segmentation_path_only.json+segmentation_weight_decay=0"),
 )
-CURVE = {"val_interval": 1, "select_by_key_metric": False}
+CURVE = {"val_interval": 1}  # select_by_key_metric: curve_spec's select_on_validation (default false)
 # what the test Dice is of: the last network (the benchmark's rule) or, with --select-on-validation, the network of
 # the highest validation Dice (the bundle's default model.pt; it reads the validation images' labels)
 TESTED = {False: "the last network", True: "the network of the highest validation Dice"}

@@ -64,7 +64,8 @@ workflow.run()
 
 def test_sigkill_mid_training_resumes_to_the_same_final_epoch(tmp_path: Path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    overrides = _overrides(tmp_path, max_epochs=4, demo_kwargs={"num_cases": 12, "image_size": 64})
+    run = {"max_epochs": 4, "demo_kwargs": {"num_cases": 12, "image_size": 64}}
+    overrides = _overrides(tmp_path, **run)
     marker, log = tmp_path / "in_epoch_2", tmp_path / "first_run.log"
     with log.open("w") as log_file:
         first = subprocess.Popen(
@@ -89,7 +90,7 @@ def test_sigkill_mid_training_resumes_to_the_same_final_epoch(tmp_path: Path):
     assert all(name.endswith(".pt") for name in saved), f"unexpected files: {saved}"
     for name in saved:
         torch.load(tmp_path / "models" / name, map_location="cpu", weights_only=False)
-    args = _cli(tmp_path, max_epochs=4, demo_kwargs={"num_cases": 12, "image_size": 64})
+    args = _cli(tmp_path, **run)
     resumed = subprocess.run(
         args, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600
     )
