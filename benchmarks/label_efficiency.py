@@ -962,8 +962,8 @@ def run_specs(
 
 
 def _ok(rows: Sequence[dict], arm: str, labelled: int | None) -> dict[int, dict]:
-    """seed -> finished row of ``arm`` at ``labelled``."""
-    return {r["seed"]: r for r in rows if r["arm"] == arm and r["labelled"] == labelled and r["status"] == "ok"}
+    """seed -> finished row of ``arm`` at ``labelled`` (a failed row is skipped before its other keys are read)."""
+    return {r["seed"]: r for r in rows if r["status"] == "ok" and r["arm"] == arm and r["labelled"] == labelled}
 
 
 def compare(

@@ -92,6 +92,8 @@ def test_compare_pairs_by_seed_and_rejects_unequal_steps():
     rows = [_row("adversarial", s, d) for s, d in enumerate((0.60, 0.50, 0.70))]
     rows += [_row("adversarial_control", s, 0.6) for s in range(3)]
     assert le._verdict(le.compare(rows, "adversarial", "adversarial_control", 4)[0]) == "no difference"
+    rows.append({"arm": "adversarial", "seed": 3, "status": "failed", "error": "killed"})  # a failed row, few keys
+    assert le.compare(rows, "adversarial", "adversarial_control", 4)[1] == [0, 1, 2]
 
 
 def test_labelled_fraction_gives_the_labelled_count():
