@@ -139,10 +139,8 @@ def markdown(
     def is_control(r: dict) -> bool:
         return r["arm"] == "adversarial_control" and "setting" not in r
 
-    def test_dice(pred) -> dict[int, float]:
-        return {r["seed"]: r["dice_mean"] for r in rows if r["status"] == "ok" and pred(r) and r["seed"] in seeds}
-
-    control = test_dice(is_control)
+    controls = [r for r in rows if r["seed"] in seeds and is_control(r)]
+    control = {s: r["dice_mean"] for s, r in le._ok(controls, "adversarial_control", labelled).items()}
     lines += [
         "",
         f"## Stage 2: test Dice, {len(seeds)} seeds, paired with the control (95 % interval over seeds)",
@@ -160,11 +158,9 @@ def markdown(
         if diff is None:
             lines.append(f"| {label} | {'not run' if not common else note} | | | |")
             continue
-        mine = test_dice(lambda r, s=setting: r.get("setting") == s)
-        lines.append(
-            f"| {label} | {', '.join(f'{mine[s]:.3f}' for s in common)} | {diff.mean:+.3f} | {diff.interval_text()} "
-            f"| {le._verdict(diff)} |"
-        )
+        mine = le._ok(pair, "adversarial", labelled)  # the rows compare paired
+        shown = ", ".join(f"{mine[s]['dice_mean']:.3f}" for s in common)
+        lines.append(f"| {label} | {shown} | {diff.mean:+.3f} | {diff.interval_text()} | {le._verdict(diff)} |")
     return "\n".join(lines) + "\n"
 
 
