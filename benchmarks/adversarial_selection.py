@@ -4,6 +4,7 @@ against its like-for-like control on the test images.
     python benchmarks/adversarial_selection.py [--task cluttered_mnist] [--labelled 20]
         [--thresholds 0.2 0.1 0.03] [--semi-weights 0.1 1.0] [--adv-weights 0.001 0.1] [--semi-starts 0 3]
         [--selection-seeds 0] [--seeds 0 1 2] [--jobs 2] [--out outputs/label_efficiency] [--quick]
+    python benchmarks/adversarial_selection.py --chosen semi_threshold=0.2,semi_weight=1 --seeds 3 4 5 ...
 
 Stage 1 (selection): the ``adversarial`` arm of ``benchmarks/label_efficiency.py`` (same data, labelled share,
 segmenter steps, semi start and network) with every pair of ``semi_threshold`` (Hung et al.'s T_semi, 0.2) and
@@ -19,6 +20,10 @@ Stage 2 (test): the chosen setting for every ``--seeds`` against ``adversarial_c
 the same recipe without the discriminator and the unlabelled images), paired over seeds with the 95 % interval, and
 the paper's setting beside it. (Every run is also evaluated on the test images, as every run of the benchmark is,
 and kept in the results file; the choice never reads those numbers, and the table shows them only for stage 2.)
+
+``--chosen SETTING`` (``key=value,...``, as the tables name settings) skips stages 1 and 1b and runs stage 2 for that
+setting and the control only (no paper row): a choice made earlier on validation, tested again on seeds it never
+saw (a confirmatory run; the table says the choice was given).
 
 Runs go through ``label_efficiency.run_specs`` (one process, one torch thread each, ``--jobs`` at a time) into
 ``<out>/<task>/selection/runs/<id>/``; finished runs are kept in ``<out>/<task>/selection/results.json`` and a rerun
@@ -51,6 +56,20 @@ PAPER_ADV_WEIGHT = 0.01  # lambda_adv, Hung et al. (2018), Sec. 4.2
 
 def setting_name(setting: dict[str, float]) -> str:
     return ",".join(f"{k}={v:g}" for k, v in sorted(setting.items()))
+
+
+def parse_setting(text: str) -> dict[str, float]:
+    """``"semi_threshold=0.2,semi_weight=1"`` -> ``{"semi_threshold": 0.2, "semi_weight": 1.0}`` (the inverse of
+    ``setting_name``); a key outside the searched ones is an error naming it."""
+    known = ("semi_threshold", "semi_weight", "adv_weight", "semi_start_epoch")
+    setting: dict[str, float] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or key.strip() not in known:
+            raise ValueError(f"--chosen: expected key=value with a key of {known}, got {part!r}")
+        number = float(value)
+        setting[key.strip()] = int(number) if key.strip() == "semi_start_epoch" else number
+    return setting
 
 
 def grid(thresholds: Sequence[float], weights: Sequence[float]) -> list[dict[str, float]]:
@@ -111,17 +130,25 @@ def choose(rows: Sequence[dict[str, Any]], settings: Sequence[dict[str, float]],
 def markdown(
     task: le.Task, labelled: int, table: dict, chosen: dict, rows: Sequence[dict], seeds: Sequence[int], command: str
 ) -> str:
-    sel_seeds = len(next(iter(table.values())))
     lines = [
         f"# Adversarial semi-supervised hyper-parameters chosen on validation: {task.title}",
         "",
         f"Labelled training images: {labelled}; segmenter steps {task.steps} per run; command: `{command}`.",
         "",
-        f"## Stage 1: validation Dice after the last step ({sel_seeds} selection seed(s)), test images not read",
-        "",
-        "| setting | validation Dice per seed | mean | |",
-        "|---|---|---|---|",
     ]
+    if not table:
+        lines.append(
+            f"## Stage 1: not run; the setting `{setting_name(chosen)}` was given (`--chosen`), chosen earlier on "
+            "validation"
+        )
+    else:
+        sel_seeds = len(next(iter(table.values())))
+        lines += [
+            f"## Stage 1: validation Dice after the last step ({sel_seeds} selection seed(s)), test images not read",
+            "",
+            "| setting | validation Dice per seed | mean | |",
+            "|---|---|---|---|",
+        ]
     for name, values in table.items():
         shown = ", ".join("failed" if v is None else f"{v:.3f}" for v in values)
         ok = [v for v in values if v is not None]
@@ -130,11 +157,12 @@ def markdown(
             m for m, on in (("chosen", name == setting_name(chosen)), ("paper", name == setting_name(PAPER))) if on
         )
         lines.append(f"| {name} | {shown} | {mean} | {marks} |")
-    lines += [
-        "",
-        "Rows naming `adv_weight` or `semi_start_epoch` are stage 1b: the stage-1 choice with that one key changed; "
-        "elsewhere lambda_adv is 0.01 and the semi start the benchmark's (a quarter of the epochs).",
-    ]
+    if table:
+        lines += [
+            "",
+            "Rows naming `adv_weight` or `semi_start_epoch` are stage 1b: the stage-1 choice with that one key "
+            "changed; elsewhere lambda_adv is 0.01 and the semi start the benchmark's (a quarter of the epochs).",
+        ]
 
     def is_control(r: dict) -> bool:
         return r["arm"] == "adversarial_control" and "setting" not in r
@@ -150,7 +178,7 @@ def markdown(
         f"| control (supervised_only.json) | {', '.join(f'{control[s]:.3f}' for s in sorted(control))} | | | |",
     ]
     for label, setting in (("chosen: " + setting_name(chosen), chosen), ("paper: " + setting_name(PAPER), PAPER)):
-        if setting == chosen and label.startswith("paper"):
+        if label.startswith("paper") and (setting == chosen or not table):
             continue
         # the setting's runs and the control's, paired by the benchmark's own rule (common seeds, equal steps)
         pair = [r for r in rows if r["seed"] in seeds and (r.get("setting") == setting or is_control(r))]
@@ -162,6 +190,22 @@ def markdown(
         shown = ", ".join(f"{mine[s]['dice_mean']:.3f}" for s in common)
         lines.append(f"| {label} | {shown} | {diff.mean:+.3f} | {diff.interval_text()} | {le._verdict(diff)} |")
     return "\n".join(lines) + "\n"
+
+
+def select(base: dict, args: argparse.Namespace, out: Path, results: Path, command: str) -> tuple:
+    """Stages 1 and 1b on ``args.selection_seeds``: ``(chosen setting, validation table)``."""
+    settings = grid(args.thresholds, args.semi_weights)
+    specs = [spec_for(base["adversarial", s], setting, out) for setting in settings for s in args.selection_seeds]
+    rows = le.run_specs(specs, results, args.jobs, command)
+    first, table = choose(rows, settings, args.selection_seeds)
+    paper_start = base["adversarial", args.selection_seeds[0]]["overrides"]["semi_start_epoch"]
+    variants = coordinate_variants(first, args.adv_weights, args.semi_starts, paper_start)
+    specs = [spec_for(base["adversarial", s], setting, out) for setting in variants for s in args.selection_seeds]
+    rows = le.run_specs(specs, results, args.jobs, command)
+    chosen, table_1b = choose(rows, [first, *variants], args.selection_seeds)
+    table.update(table_1b)
+    print(f"chosen on validation: {setting_name(chosen)}", flush=True)
+    return chosen, table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,13 +221,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "outputs" / "label_efficiency"))
     parser.add_argument("--quick", action="store_true", help="the benchmark's reduced data and steps (a smoke run)")
+    parser.add_argument(
+        "--chosen",
+        type=parse_setting,
+        default=None,
+        help="skip the selection: stage 2 for this setting and the control",
+    )
     args = parser.parse_args(argv)
     task = le.TASKS[args.task].scaled(args.quick)
     labelled = args.labelled if args.labelled is not None else task.labelled[0]
     out = Path(args.out).resolve() / (task.name + ("_quick" if args.quick else "")) / "selection"
     out.mkdir(parents=True, exist_ok=True)
     data = le.prepare_task(task, Path(args.out).resolve() / "data" / ("quick" if args.quick else "full"), args.quick)
-    seeds = sorted(set(args.seeds) | set(args.selection_seeds))
+    seeds = sorted(set(args.seeds) | (set() if args.chosen else set(args.selection_seeds)))
     base = {
         (s["arm"], s["seed"]): s
         for s in le.plan(task, data, ["adversarial", "adversarial_control"], seeds, out)
@@ -193,19 +243,13 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{task.name} has no labelled amount {labelled}; choose from {task.labelled}")
     command = "python benchmarks/adversarial_selection.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     results = out / "results.json"
-    settings = grid(args.thresholds, args.semi_weights)
-    specs = [spec_for(base["adversarial", s], setting, out) for setting in settings for s in args.selection_seeds]
-    rows = le.run_specs(specs, results, args.jobs, command)
-    first, table = choose(rows, settings, args.selection_seeds)
-    paper_start = base["adversarial", args.selection_seeds[0]]["overrides"]["semi_start_epoch"]
-    variants = coordinate_variants(first, args.adv_weights, args.semi_starts, paper_start)
-    specs = [spec_for(base["adversarial", s], setting, out) for setting in variants for s in args.selection_seeds]
-    rows = le.run_specs(specs, results, args.jobs, command)
-    chosen, table_1b = choose(rows, [first, *variants], args.selection_seeds)
-    table.update(table_1b)
-    print(f"chosen on validation: {setting_name(chosen)}", flush=True)
+    if args.chosen is not None:
+        chosen, table = args.chosen, {}
+        print(f"given (--chosen), no selection run: {setting_name(chosen)}", flush=True)
+    else:
+        chosen, table = select(base, args, out, results, command)
     stage2 = [spec_for(base["adversarial", s], chosen, out) for s in args.seeds]
-    stage2 += [spec_for(base["adversarial", s], PAPER, out) for s in args.seeds if PAPER != chosen]
+    stage2 += [spec_for(base["adversarial", s], PAPER, out) for s in args.seeds if PAPER != chosen and table]
     stage2 += [spec_for(base["adversarial_control", s], None, out) for s in args.seeds]
     rows = le.run_specs(stage2, results, args.jobs, command)
     text = markdown(task, labelled, table, chosen, rows, args.seeds, command)
