@@ -102,3 +102,25 @@ def test_stage_2_pairs_each_setting_with_the_control_at_equal_steps():
     assert "0.550, 0.660, 0.740 | +0.050 |" in chosen_line and "better" in chosen_line  # differences 0.05, 0.06, 0.04
     paper_line = next(line for line in text.splitlines() if line.startswith("| paper:"))
     assert "not compared: unequal segmenter steps (300 vs 600, seed 1)" in paper_line
+
+
+def test_a_given_setting_parses_back_from_its_name_and_unknown_keys_are_refused():
+    setting = {"semi_threshold": 0.2, "semi_weight": 1.0, "semi_start_epoch": 3}
+    assert sel.parse_setting(sel.setting_name(setting)) == setting
+    assert isinstance(sel.parse_setting("semi_start_epoch=3")["semi_start_epoch"], int)
+    with pytest.raises(ValueError, match="semi_thresh"):
+        sel.parse_setting("semi_thresh=0.2")
+    with pytest.raises(ValueError, match="key=value"):
+        sel.parse_setting("semi_threshold")
+
+
+def test_a_given_setting_is_tested_without_a_selection_table_or_the_papers_row():
+    given = {"semi_threshold": 0.2, "semi_weight": 1.0}
+    control = [_test_row("adversarial_control", None, s, d) for s, d in zip([3, 4, 5], [0.50, 0.60, 0.70])]
+    mine = [_test_row("adversarial", given, s, d) for s, d in zip([3, 4, 5], [0.40, 0.62, 0.71])]
+    paper = [_test_row("adversarial", sel.PAPER, s, 0.9) for s in [3, 4, 5]]
+    text = sel.markdown(le.TASKS["cluttered_mnist"], 20, {}, given, control + mine + paper, [3, 4, 5], "")
+    assert "Stage 1: not run; the setting `semi_threshold=0.2,semi_weight=1` was given (`--chosen`)" in text
+    assert "| paper:" not in text and "| setting |" not in text
+    chosen_line = next(line for line in text.splitlines() if line.startswith("| chosen:"))
+    assert "0.400, 0.620, 0.710 | -0.023 |" in chosen_line and "no difference" in chosen_line
