@@ -162,20 +162,23 @@ def plot(rows: Sequence[dict[str, Any]], configs: Sequence[str], path: Path) -> 
 
     from common.atomic_write import write_binary_atomic
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for config in configs:
-        for r in rows:
-            if r["arm"] != f"translation:{config}" or r["status"] != "ok" or not r["validation_curve"]:
-                continue
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colours = plt.get_cmap("tab10")
+    for index, config in enumerate(configs):
+        runs = [
+            r for r in rows if r["arm"] == f"translation:{config}" and r["status"] == "ok" and r["validation_curve"]
+        ]
+        for r in runs:  # one colour per config, one line per seed, one legend entry per config
             steps = [p["iteration"] for p in r["validation_curve"]]
             dice = [p["dice"] for p in r["validation_curve"]]
-            style = "-" if config in ("train.json", "segmentation_path_only.json") else "--"
-            ax.plot(steps, dice, style, marker="o", label=f"{config.removesuffix('.json')} (s{r['seed']})")
+            style = "-" if config.split("+")[0] in ("train.json", "segmentation_path_only.json") else "--"
+            label = f"{config.removesuffix('.json')} ({len(runs)} seeds)" if r is runs[0] else None
+            ax.plot(steps, dice, style, color=colours(index % 10), marker="o", markersize=3, alpha=0.8, label=label)
     ax.set_xlabel("segmenter steps")
     ax.set_ylabel("validation Dice")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: covers no curve
     ax.set_title("translation_semi_seg on cluttered MNIST: every config")
     write_binary_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
