@@ -334,3 +334,21 @@ def test_read_metrics_round_trips_a_report(tmp_path):
     assert list(metrics.class_names) == ["grey", "white"]
     with pytest.raises(FileNotFoundError, match="no metrics.json"):
         read_metrics(tmp_path / "missing")
+
+
+def test_residual_separation_on_known_maps():
+    from common.metrics.translation_separation import residual_separation
+
+    label = torch.zeros(3, 1, 8, 8)
+    label[:, :, 2:4, 2:6] = 1  # 8 of 64 pixels: target share 0.125
+    residual = torch.zeros(3, 2, 8, 8)
+    residual[0] = label[0] * 0.5  # on the target only: all its mass there, Otsu finds the target
+    residual[1] = 0.3  # everywhere alike: mass share = target share, constant so Otsu finds nothing
+    residual[2, :, 6:, :] = -0.4  # elsewhere only (sign does not matter): no mass on the target
+    out = residual_separation(residual, label)
+    assert out["target_share"] == pytest.approx([0.125] * 3)
+    assert out["mass_share"] == pytest.approx([1.0, 0.125, 0.0])
+    assert out["enrichment"] == pytest.approx([8.0, 1.0, 0.0])
+    assert out["otsu_dice"] == pytest.approx([1.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="expected residual"):
+        residual_separation(residual[:, 0], label)

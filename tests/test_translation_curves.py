@@ -3,8 +3,10 @@ epoch and the last network kept; the table lays the curves out by epoch."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 from benchmark_scripts import load_benchmark
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,3 +107,20 @@ def test_select_on_validation_tests_the_best_validation_network(tmp_path: Path):
     assert "the test Dice is the last network's" in tc.markdown(rows, ["train.json"], "cmd", quick=False)
     text = tc.markdown(rows, ["train.json"], "cmd", quick=False, select_on_validation=True)
     assert "the test Dice is the network of the highest validation Dice's" in text
+
+
+def test_separation_of_a_quick_run_scores_its_residual_against_the_digits(tmp_path: Path):
+    """A quick curve run (8 steps) of the proposed model, then the separation diagnostic on its model.pt: after even
+    these few steps its residual lies on the digits well above their share of the pixels (2.8 x here)."""
+    sep = load_benchmark("translation_separation")
+    options = ["--quick", "--configs", tc.PAIRS[1][0], "--seeds", "0", "--out", str(tmp_path)]
+    assert tc.main([*options, "--jobs", "1"]) == 0
+    assert sep.main(options) == 0
+    (row,) = json.loads((tmp_path / "cluttered_mnist_quick" / "curves" / "translation_separation.json").read_text())
+    assert row["config"] == tc.PAIRS[1][0] and row["images"] == 20 and 0.01 < row["target_share"] < 0.2
+    assert row["enrichment"] > 1.5 and row["mass_share"] > 1.5 * row["target_share"]  # means over images
+    assert row["dice_mean"] is not None
+    text = (tmp_path / "cluttered_mnist_quick" / "curves" / "translation_separation.md").read_text()
+    assert f"| {tc.PAIRS[1][0]} | 0 | 20 |" in text
+    with pytest.raises(SystemExit, match="no finished run"):
+        sep.main(["--quick", "--configs", "train.json", "--seeds", "0", "--out", str(tmp_path)])
