@@ -61,7 +61,7 @@ def setting_name(setting: dict[str, float]) -> str:
 def parse_setting(text: str) -> dict[str, float]:
     """``"semi_threshold=0.2,semi_weight=1"`` -> ``{"semi_threshold": 0.2, "semi_weight": 1.0}`` (the inverse of
     ``setting_name``); a key outside the searched ones is an error naming it."""
-    known = ("semi_threshold", "semi_weight", "adv_weight", "semi_start_epoch")
+    known = ("semi_threshold", "semi_weight", "adv_weight", "semi_adv_weight", "semi_start_epoch")
     setting: dict[str, float] = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")
