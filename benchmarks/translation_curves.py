@@ -212,6 +212,19 @@ def curve_specs(
     return out, [curve_spec(base[s], c, out, select_on_validation) for c in configs for s in seeds]
 
 
+def curve_specs_for(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:
+    """:func:`curve_specs` of the options :func:`add_run_arguments` parsed."""
+    return curve_specs(
+        args.labelled,
+        args.seeds,
+        args.configs,
+        Path(args.out),
+        args.epochs_scale,
+        args.select_on_validation,
+        args.quick,
+    )
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that name a set of curve runs (:func:`curve_specs`'s arguments), shared with the scripts that read
     those runs (``translation_separation.py``)."""
@@ -239,15 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--png", type=Path, default=None)
     args = parser.parse_args(argv)
-    out, specs = curve_specs(
-        args.labelled,
-        args.seeds,
-        args.configs,
-        Path(args.out),
-        args.epochs_scale,
-        args.select_on_validation,
-        args.quick,
-    )
+    out, specs = curve_specs_for(args)
     command = "python benchmarks/translation_curves.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     results = out / "results.json"
     rows = [r for r in le.run_specs(specs, results, args.jobs, command) if r["id"] in {s["id"] for s in specs}]

@@ -89,15 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     tc.add_run_arguments(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    out, specs = tc.curve_specs(
-        args.labelled,
-        args.seeds,
-        args.configs,
-        Path(args.out),
-        args.epochs_scale,
-        args.select_on_validation,
-        args.quick,
-    )
+    out, specs = tc.curve_specs_for(args)
     results = out / "results.json"
     finished = {r["id"]: r for r in json.loads(results.read_text())} if results.is_file() else {}
     rows = []
