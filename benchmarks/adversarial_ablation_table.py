@@ -18,13 +18,15 @@ A seed missing from a run is left out of that run's pairs (the table says which 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-from scipy import stats
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from common.metrics.results import paired_difference, read_metrics  # noqa: E402
 
 CONTROL = "its U-Net alone (supervised_only.json)"
 RUNS = {  # row -> run folder pattern of adversarial_selection.spec_for ({} = seed)
@@ -38,12 +40,10 @@ RUNS = {  # row -> run folder pattern of adversarial_selection.spec_for ({} = se
 METRICS = ("dice", "precision", "recall")
 
 
-def interval(d: np.ndarray) -> str:
-    """``+m [lo, hi]``: the mean of the paired differences ``d`` with its 95 % t interval."""
-    if len(d) < 2:
-        return f"{d.mean():+.3f} (one seed)"
-    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-    return f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]"
+def interval(a: Sequence[float], b: Sequence[float]) -> str:
+    """``+m [lo, hi]``: the mean of the paired differences ``a - b`` with its 95 % t interval."""
+    d = paired_difference(a, b)
+    return f"{d.mean:+.3f} (one seed)" if d.n < 2 else f"{d.mean:+.3f} {d.interval_text()}"
 
 
 def read(runs: Path, seeds: Sequence[int]) -> dict[tuple[str, int], dict[str, float]]:
@@ -53,8 +53,8 @@ def read(runs: Path, seeds: Sequence[int]) -> dict[tuple[str, int], dict[str, fl
         for s in seeds:
             path = runs / pattern.format(s) / "eval" / "metrics.json"
             if path.is_file():
-                summary = json.loads(path.read_text())["summary"]
-                out[row, s] = {m: summary[m]["mean"]["mean"] for m in METRICS}
+                metrics = read_metrics(path)
+                out[row, s] = {m: metrics.mean(m) for m in METRICS}
     return out
 
 
@@ -70,9 +70,9 @@ def markdown(values: dict[tuple[str, int], dict[str, float]], seeds: Sequence[in
             continue
         cells = []
         for m in METRICS:
-            x = np.array([values[row, s][m] for s in done])
-            c = np.array([values[CONTROL, s][m] for s in done])
-            cells += [f"{x.mean():.3f}", "" if row == CONTROL else interval(x - c)]
+            x = [values[row, s][m] for s in done]
+            c = [values[CONTROL, s][m] for s in done]
+            cells += [f"{sum(x) / len(x):.3f}", "" if row == CONTROL else interval(x, c)]
         lines.append(f"| {row} | {len(done)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

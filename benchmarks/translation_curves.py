@@ -184,45 +184,25 @@ def plot(rows: Sequence[dict[str, Any]], configs: Sequence[str], path: Path) -> 
     plt.close(fig)
 
 
-def curve_specs(
-    labelled: int | None,
-    seeds: Sequence[int],
-    configs: Sequence[str],
-    out_root: Path,
-    epochs_scale: int = 1,
-    select_on_validation: bool = False,
-    quick: bool = False,
-) -> tuple[Path, list[dict[str, Any]]]:
-    """``(folder, specs)`` of the curve runs of ``configs`` x ``seeds`` (``labelled`` None: the task's lowest), in
-    ``<out_root>/cluttered_mnist/curves[_xK][_best_validation]``; the task's data are prepared under ``out_root``."""
-    task = le.TASKS["cluttered_mnist"].scaled(quick)
-    if epochs_scale < 1:
-        raise SystemExit(f"--epochs-scale must be >= 1, got {epochs_scale}")
-    task = replace(task, steps=task.steps * epochs_scale, epochs=task.epochs * epochs_scale)
-    labelled = labelled if labelled is not None else task.labelled[0]
-    folder = ("curves" if epochs_scale == 1 else f"curves_x{epochs_scale}") + (
-        "_best_validation" if select_on_validation else ""
+def curve_specs(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:
+    """``(folder, specs)`` of the curve runs that the options of :func:`add_run_arguments` name (``configs`` x
+    ``seeds``; ``labelled`` None: the task's lowest), in ``<out>/cluttered_mnist/curves[_xK][_best_validation]``;
+    the task's data are prepared under ``<out>``."""
+    task = le.TASKS["cluttered_mnist"].scaled(args.quick)
+    if args.epochs_scale < 1:
+        raise SystemExit(f"--epochs-scale must be >= 1, got {args.epochs_scale}")
+    task = replace(task, steps=task.steps * args.epochs_scale, epochs=task.epochs * args.epochs_scale)
+    labelled = args.labelled if args.labelled is not None else task.labelled[0]
+    folder = ("curves" if args.epochs_scale == 1 else f"curves_x{args.epochs_scale}") + (
+        "_best_validation" if args.select_on_validation else ""
     )
-    out = out_root.resolve() / (task.name + ("_quick" if quick else "")) / folder
+    out = Path(args.out).resolve() / (task.name + ("_quick" if args.quick else "")) / folder
     out.mkdir(parents=True, exist_ok=True)
-    data = le.prepare_task(task, out_root.resolve() / "data" / ("quick" if quick else "full"), quick)
-    base = {s["seed"]: s for s in le.plan(task, data, ["translation"], seeds, out) if s["labelled"] == labelled}
+    data = le.prepare_task(task, Path(args.out).resolve() / "data" / ("quick" if args.quick else "full"), args.quick)
+    base = {s["seed"]: s for s in le.plan(task, data, ["translation"], args.seeds, out) if s["labelled"] == labelled}
     if not base:
         raise SystemExit(f"{task.name} has no labelled amount {labelled}; choose from {task.labelled}")
-    return out, [curve_spec(base[s], c, out, select_on_validation) for c in configs for s in seeds]
-
-
-def curve_specs_for(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:
-    """:func:`curve_specs` of the options :func:`add_run_arguments` parsed."""
-    return curve_specs(
-        args.labelled,
-        args.seeds,
-        args.configs,
-        Path(args.out),
-        args.epochs_scale,
-        args.select_on_validation,
-        args.quick,
-    )
+    return out, [curve_spec(base[s], c, out, args.select_on_validation) for c in args.configs for s in args.seeds]
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -252,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--png", type=Path, default=None)
     args = parser.parse_args(argv)
-    out, specs = curve_specs_for(args)
+    out, specs = curve_specs(args)
     command = "python benchmarks/translation_curves.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     results = out / "results.json"
     rows = [r for r in le.run_specs(specs, results, args.jobs, command) if r["id"] in {s["id"] for s in specs}]

@@ -50,8 +50,7 @@ def run_separation(spec: dict[str, Any]) -> dict[str, float] | None:
     workflow = load_workflow("translation_semi_seg", spec["eval_configs"], "infer", **spec["overrides"], device="cpu")
     workflow.initialize()
     network = workflow.parser.get_parsed_content("network")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    network.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+    network.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))  # model.pt: a state dict
     network.eval()
     scores: dict[str, list[np.ndarray]] = {key: [] for key in SEPARATION_KEYS}
     with torch.no_grad():
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     tc.add_run_arguments(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    out, specs = tc.curve_specs_for(args)
+    out, specs = tc.curve_specs(args)
     results = out / "results.json"
     finished = {r["id"]: r for r in json.loads(results.read_text())} if results.is_file() else {}
     rows = []

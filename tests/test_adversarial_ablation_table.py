@@ -14,7 +14,7 @@ def _write(runs: Path, pattern: str, seed: int, dice: float, precision: float, r
     folder = runs / pattern.format(seed) / "eval"
     folder.mkdir(parents=True)
     summary = {m: {"mean": {"mean": v}} for m, v in (("dice", dice), ("precision", precision), ("recall", recall))}
-    (folder / "metrics.json").write_text(json.dumps({"summary": summary}))
+    (folder / "metrics.json").write_text(json.dumps({"summary": summary, "per_image": [], "class_names": ["digit"]}))
 
 
 def test_rows_pair_with_the_control_by_seed_and_say_which_seeds_they_have(tmp_path: Path):
