@@ -1,4 +1,4 @@
-"""Data layer: datalists and splits, the 3D-to-2D slice pipeline, demo data generators, MNIST."""
+"""Data layer: datalists and splits, DICOM series discovery, the 3D-to-2D slice pipeline, demo data, MNIST."""
 
 from .datalist import (
     check_files_exist,
@@ -10,6 +10,7 @@ from .datalist import (
     split_by_group,
     write_json_atomic,
 )
+from .dicom import check_one_series, dicom_series, find_dicom_images, is_dicom_file
 from .hidden_truth import HiddenTruth
 from .prepare import is_prepared, labelled_split, prepare_datalists, prepare_items
 from .prepared_dataset import PreparedCacheDataset
@@ -20,7 +21,11 @@ __all__ = [
     "PreparedCacheDataset",
     "SliceSettings",
     "check_files_exist",
+    "check_one_series",
+    "dicom_series",
     "drop_labels",
+    "find_dicom_images",
+    "is_dicom_file",
     "list_images",
     "load_array",
     "is_prepared",

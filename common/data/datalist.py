@@ -17,7 +17,10 @@ import numpy as np
 
 from common.atomic_write import write_json_atomic  # noqa: F401  (re-exported: common.data.write_json_atomic)
 
+from .dicom import DICOM_DESCRIPTION, find_dicom_images
+
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
+PLAIN_IMAGE_SUFFIXES = tuple(s for s in IMAGE_SUFFIXES if s != ".dcm")  # .dcm files are grouped into series
 
 
 def read_json(path: str | os.PathLike) -> dict:
@@ -121,9 +124,42 @@ def drop_labels(items: Sequence[Mapping], label_keys: Sequence[str] = ("label",)
 
 
 def list_images(folder: str | os.PathLike) -> list[dict]:
-    """Datalist items for every image file (by suffix) directly in ``folder``, sorted by name."""
+    """Datalist items ``{"image": path}`` for the images of ``folder``, sorted by path.
+
+    Image files (by suffix, :data:`IMAGE_SUFFIXES`) are taken directly in ``folder``; DICOM is taken in ``folder`` and
+    all its subfolders by the rules of :mod:`common.data.dicom`: a folder holding one series is one 3D image (the
+    item's path is the folder), loose single-slice DICOM files are 2D images.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        ValueError: no image found (the message names what ``folder`` holds and the formats looked for), or a folder
+            mixes several DICOM series.
+    """
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: image folder not found.")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
-    return [{"image": str(p.resolve())} for p in files]
+        raise FileNotFoundError(
+            f"{folder}: image folder not found (expected a folder of images or of {DICOM_DESCRIPTION})."
+        )
+    plain = [p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(PLAIN_IMAGE_SUFFIXES)]
+    paths = sorted({str(p.resolve()) for p in plain} | set(find_dicom_images(folder)))
+    if not paths:
+        raise ValueError(
+            f"{folder}: no image found; it holds {describe_folder(folder)}. Looked for image files in it "
+            f"({', '.join(IMAGE_SUFFIXES)}) and for {DICOM_DESCRIPTION} in it and its subfolders."
+        )
+    return [{"image": p} for p in paths]
+
+
+def describe_folder(folder: str | os.PathLike, limit: int = 5) -> str:
+    """What ``folder`` holds, for error messages: ``"3 files (a.txt, b.txt, c.txt) and 1 subfolder (x)"``, at most
+    ``limit`` names of each kind."""
+
+    def named(paths: list[Path], kind: str) -> str:
+        names = ", ".join(p.name for p in paths[:limit]) + (", ..." if len(paths) > limit else "")
+        return f"{len(paths)} {kind}{'s' if len(paths) != 1 else ''}" + (f" ({names})" if paths else "")
+
+    entries = sorted(Path(folder).iterdir())
+    files, subfolders = [p for p in entries if p.is_file()], [p for p in entries if p.is_dir()]
+    if not files and not subfolders:
+        return "nothing (it is empty)"
+    return f"{named(files, 'file')} and {named(subfolders, 'subfolder')}"

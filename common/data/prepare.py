@@ -29,7 +29,6 @@ from common.atomic_write import publish_folder
 from common.transforms.intensity import NormaliseOverForeground
 
 from .datalist import (
-    IMAGE_SUFFIXES,
     check_files_exist,
     list_images,
     load_datalist,
@@ -90,9 +89,7 @@ def prepare_datalists(
     if unlabeled_dir and not dataset_dir and not datalist_file:
         source = f"unlabeled_dir {unlabeled_dir}"
         label_scale = 1.0
-        splits = {"training": [], "validation": [], "test": [], "unlabeled": list_images(unlabeled_dir)}
-        if not splits["unlabeled"]:
-            raise FileNotFoundError(f"{source}: no image file found (expected one of {', '.join(IMAGE_SUFFIXES)}).")
+        splits = {"training": [], "validation": [], "test": [], "unlabeled": list_images(unlabeled_dir)}  # never empty
     else:
         datalist_path = _datalist_path(dataset_dir, datalist_file, work_dir, demo_task, demo_kwargs)
         source = str(datalist_path)
@@ -221,7 +218,12 @@ def _split(
     labelled = load_datalist(datalist_path, "training")
     extra_unlabelled = load_datalist(datalist_path, "unlabeled")
     if not labelled:
-        raise ValueError(f"{datalist_path}: the 'training' list is empty; expected labelled items.")
+        content = read_json(datalist_path)
+        found = ", ".join(f"'{k}' ({len(v)} items)" for k, v in content.items() if isinstance(v, list))
+        raise ValueError(
+            f"{datalist_path}: the 'training' list is empty or absent (lists in the file: {found or 'none'}); expected "
+            "'training': [{'image': ..., 'label': ...}, ...], with optional 'validation', 'test' and 'unlabeled' lists."
+        )
     given = {key: load_datalist(datalist_path, key) for key in ("validation", "test")}
     given = {key: [i for i in items if "label" in i] for key, items in given.items()}
     unlabelled_items = [i for i in labelled if "label" not in i]
@@ -263,14 +265,18 @@ def _build_once(final: Path, build: Callable[[Path], dict[str, Any]]) -> dict[st
 
 
 def _fingerprint(splits: Mapping[str, Sequence[Mapping]], *settings: Any) -> str:
-    """Hash of the settings and of every input file (path, size, modification time)."""
+    """Hash of the settings and of every input file (path, size, modification time); a DICOM series folder counts
+    by the files in it (a folder's own stat does not change when a file in it is rewritten)."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for name, items in splits.items():
         for item in items:
             for key in ("image", "label"):
                 if key in item:
-                    st = os.stat(item[key])
-                    h.update(f"{name}|{key}|{item[key]}|{st.st_size}|{st.st_mtime_ns}".encode())
+                    path = Path(item[key])
+                    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+                    for file in files:
+                        st = os.stat(file)
+                        h.update(f"{name}|{key}|{file}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 

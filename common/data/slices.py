@@ -12,10 +12,8 @@ it at all; slices in between are dropped. Unlabelled slices get the domain "unla
 from __future__ import annotations
 
 import functools
-import locale
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from common.transforms.intensity import NormaliseOverForeground
 from common.transforms.validation import binary_255_to_indices, check_image, check_label
 
 from .datalist import group_of
+from .dicom import check_one_series, process_locale_kept
 
 
 @dataclass
@@ -96,23 +95,18 @@ def _default_loader() -> LoadImage:
     return LoadImage(image_only=True, ensure_channel_first=True)
 
 
-@contextmanager
-def _process_locale_kept() -> Iterator[None]:
-    """Restore the process locale afterwards: ITK's DICOM reader (GDCM) resets it to "C", after which Python writes
-    non-ASCII text (e.g. the "±" of metric tables) with the ASCII codec and fails."""
-    saved = locale.setlocale(locale.LC_ALL)
-    try:
-        yield
-    finally:
-        locale.setlocale(locale.LC_ALL, saved)
-
-
 def load_array(path: str, what: str = "image") -> torch.Tensor:
-    """Load ``path`` channel-first with MONAI, turning any reader failure into an error that names the file."""
+    """Load ``path`` channel-first with MONAI, turning any reader failure into an error that names the file.
+
+    ``path`` may be a folder holding one DICOM series (read as one volume by MONAI's ``ITKReader``); a folder of
+    several series is refused, as MONAI would read only the first of them.
+    """
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: {what} file not found.")
     try:
-        with _process_locale_kept():
+        with process_locale_kept():
+            if Path(path).is_dir():
+                check_one_series(path)
             return _loader(path)(path)
     except Exception as e:  # readers raise many types; all mean the same to the user
         raise ValueError(f"{path}: could not be read as an {what} ({type(e).__name__}: {e}).") from e

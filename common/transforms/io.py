@@ -1,10 +1,13 @@
-"""Loading of prepared 2D samples and of raw user images through MONAI ``LoadImaged``."""
+"""Loading of prepared 2D samples and of raw user images through MONAI ``LoadImaged``; names of written masks."""
 
 from __future__ import annotations
 
+import os
+
 from monai.config import KeysCollection
 from monai.data import NumpyReader
-from monai.transforms import LoadImaged
+from monai.data.folder_layout import default_name_formatter
+from monai.transforms import LoadImaged, Transform
 
 
 class LoadImageLabeld(LoadImaged):
@@ -23,3 +26,41 @@ class LoadImageLabeld(LoadImaged):
             ensure_channel_first=True,
             allow_missing_keys=allow_missing_keys,
         )
+
+
+SERIES_NAME_GUARD = ".series"
+"""Appended to a folder input's path before MONAI's folder layout strips "the suffix" from it."""
+
+
+def mirrored_output_name(metadict: dict | None, saver: Transform) -> dict:
+    """``output_name_formatter`` of ``SaveImage``/``SaveImaged``: masks mirror the input folders under the saver's
+    ``data_root_dir`` (the inference ``dataset_dir``), and a DICOM series folder gives its full name to its mask.
+
+    MONAI's default formatter hands the input path over as it is; its folder layout then takes the last dot-part of a
+    series folder's name for a suffix (series folders named by UID, ``1.2.840...5`` and ``1.2.840...6``, would write
+    one mask), and puts the mask of an input outside ``data_root_dir`` (or of the root folder itself, a single
+    series) above the output folder. Here the input's path relative to the resolved root is re-rooted on the
+    root as given; an input that is the root or lies outside it is written directly in the output folder. With no
+    ``data_root_dir`` the output names are MONAI's, series folders kept whole.
+
+    Returns:
+        keyword arguments of ``FolderLayout.filename``: ``{"subject": ..., "idx": ...}``.
+    """
+    names = default_name_formatter(metadict or {}, saver)
+    path = str(names["subject"])
+    if not os.path.exists(path):  # not a path (e.g. an index): MONAI's name
+        return names
+    root = str(getattr(getattr(saver, "folder_layout", None), "data_root_dir", "") or "")
+    if root:
+        relative = os.path.basename(os.path.abspath(path))  # the root itself, or outside it: flat
+        for candidate in (os.path.abspath(path), os.path.realpath(path)):  # listed under the resolved root
+            inner = os.path.relpath(candidate, os.path.realpath(root))
+            if inner not in (os.curdir, os.pardir) and not inner.startswith(os.pardir + os.sep):
+                relative = inner
+                break
+        subject = os.path.join(os.path.abspath(root), relative)
+    else:
+        subject = path
+    if os.path.isdir(path):
+        subject = subject.rstrip(os.sep) + SERIES_NAME_GUARD
+    return {**names, "subject": subject}
