@@ -77,14 +77,12 @@ def test_trains_on_raw_3d_volumes_as_monai_label_hands_them(tmp_path: Path):
 @pytest.mark.parametrize("select_by_key_metric", [True, False])
 def test_model_pt_without_validation(select_by_key_metric: bool, tmp_path: Path):
     """No validation runs (``val_interval`` past ``max_epochs``, as MONAI Label sets it with ``val_split`` 0): with
-    ``select_by_key_metric`` true (default) nothing writes ``models/model.pt`` (the train handler's final saver is
-    off and leaves no file); false writes the network at the end of training to it."""
+    ``select_by_key_metric`` true (default) or false, ``models/model.pt`` holds the network at the end of training
+    (``common.handlers.FinalModelSaver``; issue 29: no validation, so no best model to keep)."""
     overrides = {**_overrides(tmp_path), "val_interval": 2, "select_by_key_metric": select_by_key_metric}
     workflow = run_workflow(BUNDLE, ["train.json"], **overrides)
     models = tmp_path / "models"
-    if select_by_key_metric:
-        assert sorted(p.name for p in models.iterdir()) == ["checkpoint_epoch=1.pt"]
-        return
+    assert sorted(p.name for p in models.iterdir()) == ["checkpoint_epoch=1.pt", "model.pt"]
     saved = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
     network = workflow.parser.get_parsed_content("network").state_dict()
     assert saved.keys() == network.keys() and all(torch.equal(saved[k], network[k]) for k in network)

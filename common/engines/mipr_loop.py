@@ -295,6 +295,10 @@ class MIPRAnnotationLoop:
             records.append(record)
         if _is_main_process():
             save_state_atomic(self.segmenter, self.ckpt_dir / "model.pt")
+            logger.info(
+                f"{self.ckpt_dir / 'model.pt'} is the last network of round {self.num_rounds} (MIPR keeps each "
+                "round's last model; its validation only monitors)"
+            )
             write_json_atomic(self.work_dir / "rounds.json", records)
         _barrier()
         return records

@@ -2,6 +2,7 @@
 
 from .af_seg_panel import save_pipeline_panel
 from .atomic_checkpoint import AtomicCheckpointSaver, AtomicDiskSaver
+from .final_model import FinalModelSaver
 from .foreground_phase import ForegroundPhaseHandler
 from .nonfinite import StopOnNonFiniteLoss
 from .panels import PanelSaver
@@ -14,6 +15,7 @@ from .translation_panel import TranslationPanelSaver
 __all__ = [
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
+    "FinalModelSaver",
     "ForegroundPhaseHandler",
     "OptionalTensorBoardStatsHandler",
     "PanelSaver",
