@@ -11,14 +11,21 @@ Settings (``--conf key value``):
 - ``bundles_dir``: where they are (default: the repository's ``bundles/`` next to this app), used in place, so
   training writes ``models/model.pt`` into the served bundle and the next inference uses it;
 - ``skip_trainers``: ``true`` serves inference only;
+- ``dicom_series``: ``false`` leaves DICOM series under ``--studies`` alone; by default each series folder is served
+  as one image, converted once at start to ``<studies>/<id>.nii.gz`` with the series' geometry
+  (``lib/dicom_studies.py``), so its masks are stored in that geometry;
 - ``epistemic_model``: a served bundle whose network takes ``dropout`` (the U-Net bundles): MC-dropout scoring of the
   unlabelled images (``POST /scoring/epistemic``) and the strategy ``epistemic``, most uncertain image first
   (``lib/scoring.py``; ``epistemic_dropout`` 0.2, ``epistemic_simulation_size`` 5, ``epistemic_max_samples`` 0: all).
 
 A bundle without ``models/model.pt`` (a fresh checkout: weights are not in git) is trainable, and is served for
-inference as soon as a training has written its ``models/model.pt``. Batch pre-annotation of the unlabelled images
-is MONAI Label's own batch inference (``POST /batch/infer/<model>?images=unlabeled``), which stores each mask as a
-non-final label (tag ``original``).
+inference, and scores for the ``epistemic`` strategy, as soon as a training has written its ``models/model.pt``
+(before that, scoring and the strategy answer HTTP 409 saying so; the strategy also answers 409 while an unlabelled
+image has no score from the current weights). Batch pre-annotation of the unlabelled images is MONAI Label's own
+batch inference (``POST /batch/infer/<model>?images=unlabeled``), which stores each mask as a non-final label (tag
+``original``). Every train, infer, batch infer and scoring request is checked before it runs
+(``lib/request_checks.py``): a value that a bundle config would evaluate, reference or instantiate, or one of the
+wrong type, is refused with HTTP 400 naming the field.
 """
 
 from __future__ import annotations
@@ -28,14 +35,17 @@ import os
 
 import monailabel
 from lib.bundles import bundle_folders
-from lib.scoring import scoring_method
+from lib.dicom_studies import convert_series
+from lib.request_checks import RequestRejected, check_request, install_task_check
+from lib.scoring import EpistemicWhenTrained, RankedEpistemic, dropout_error
 from lib.train import LabelEfficientTrainTask
+from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
-from monailabel.tasks.activelearning.epistemic import Epistemic
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 from monailabel.tasks.infer.bundle import BundleInferTask
@@ -55,6 +65,7 @@ class LabelEfficientApp(MONAILabelApp):
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         self.bundles = bundle_folders(app_dir, conf)
+        self.epistemic = self._epistemic_scoring(conf)
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -63,6 +74,7 @@ class LabelEfficientApp(MONAILabelApp):
             description="Label-free and semi-supervised segmentation bundles: pre-annotate, correct, retrain",
             version=monailabel.__version__,
         )
+        install_task_check(self.check_request)
 
     def init_infers(self) -> dict[str, InferTask]:
         infers: dict[str, InferTask] = {}
@@ -90,10 +102,77 @@ class LabelEfficientApp(MONAILabelApp):
         self._add_trained_infers(self._infers)
         return super().info()
 
-    def infer(self, request: dict, datastore=None) -> dict:
+    def check_request(self, kind: str, request: dict) -> None:
+        """Refuse a ``kind`` request (``train``, ``infer``, ``batch_infer``, ``scoring``) before it runs, with
+        ``RequestRejected`` (its HTTP status and message): a value the bundle config would evaluate or the wrong type
+        (``lib/request_checks.py``), a train ``overrides`` id the bundle does not have, a scoring method without
+        weights yet (409). Runs in the server for every such request (``install_task_check`` for the background
+        ones) and again in the task's process."""
+        check_request(kind, request)
+        if kind == "train":
+            task = self._trainers.get(request.get("model"))
+            if isinstance(task, LabelEfficientTrainTask) and request.get("overrides") is not None:
+                task.check_overrides(request["overrides"])
+        elif kind == "scoring":
+            method = self._scoring_methods.get(request.get("method"))
+            reason = method.not_ready() if isinstance(method, EpistemicWhenTrained) else None
+            if reason:
+                raise RequestRejected(reason, status_code=409)
+
+    def infer(self, request: dict, datastore: Datastore | None = None) -> dict:
+        self.check_request("infer", request)
         if request.get("model") not in self._infers:
             self._add_trained_infers(self._infers)
         return super().infer(request, datastore)
+
+    def batch_infer(self, request: dict, datastore: Datastore | None = None) -> dict:
+        self.check_request("batch_infer", request)
+        if request.get("model") not in self._infers:
+            self._add_trained_infers(self._infers)
+        return super().batch_infer(request, datastore)
+
+    def train(self, request: dict) -> dict:
+        self.check_request("train", request)
+        return super().train(request)
+
+    def scoring(self, request: dict, datastore: Datastore | None = None) -> dict:
+        self.check_request("scoring", request)
+        return super().scoring(request, datastore)
+
+    def next_sample(self, request: dict) -> dict:
+        """MONAI Label's next sample; when the strategy refuses because images are not scored yet (``epistemic``,
+        HTTP 409), the automatic rescoring (``MONAI_LABEL_AUTO_UPDATE_SCORING``) is started before the refusal is
+        answered, so that a later request is served."""
+        try:
+            return super().next_sample(request)
+        except RequestRejected:
+            if self._auto_update_scoring:
+                self.async_scoring(None)
+            raise
+
+    def async_scoring(self, method: str | None, params: dict | None = None) -> dict:
+        """MONAI Label's automatic rescoring (at start, after a training, after a next sample), for the methods that
+        can run now: a bundle without weights yet is skipped (logged) instead of failing."""
+        methods = [method] if method else list(self._scoring_methods)
+        ready = []
+        for name in methods:
+            task = self._scoring_methods.get(name)
+            reason = task.not_ready() if isinstance(task, EpistemicWhenTrained) else None
+            if reason:
+                logger.info(f"Automatic scoring skipped: {reason}")
+            else:
+                ready.append(name)
+        result = {name: super(LabelEfficientApp, self).async_scoring(name, params) for name in ready}
+        return result.get(method, {}) if method else result
+
+    def on_init_complete(self) -> None:
+        """At server start: serve the DICOM series under ``--studies`` as images (``lib/dicom_studies.py``; off with
+        ``--conf dicom_series false``), then MONAI Label's own start (automatic scoring, session cleanup)."""
+        datastore = self.datastore()
+        if isinstance(datastore, LocalDatastore) and strtobool(self.conf.get("dicom_series", "true")):
+            if convert_series(self.studies, labels_dir=datastore._datastore.labels_dir):
+                datastore.refresh()
+        super().on_init_complete()
 
     def init_trainers(self) -> dict[str, TrainTask]:
         trainers: dict[str, TrainTask] = {}
@@ -111,15 +190,27 @@ class LabelEfficientApp(MONAILabelApp):
 
     def init_strategies(self) -> dict[str, Strategy]:
         strategies: dict[str, Strategy] = {"random": Random(), "first": First()}
-        if self.conf.get("epistemic_model"):
-            strategies["epistemic"] = Epistemic()
+        if self.epistemic is not None:
+            strategies["epistemic"] = RankedEpistemic(self.epistemic)
         return strategies
 
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:
-        name = self.conf.get("epistemic_model")
+        return {"epistemic": self.epistemic} if self.epistemic is not None else {}
+
+    def _epistemic_scoring(self, conf: dict[str, str]) -> EpistemicWhenTrained | None:
+        """The MC-dropout scoring of ``--conf epistemic_model`` (``None`` without it, or, logged, when its network
+        cannot take ``dropout``); it follows the bundle's weights, so it is registered with or without them."""
+        name = conf.get("epistemic_model")
         if not name:
-            return {}
+            return None
         if name not in self.bundles:
             raise ValueError(f"epistemic_model {name} is not one of the served bundles {list(self.bundles)}")
-        method = scoring_method(self.bundles[name], self.conf)
-        return {"epistemic": method} if method is not None else {}
+        error = dropout_error(self.bundles[name], float(conf.get("epistemic_dropout", "0.2")))
+        if error:
+            logger.warning(f"{name}: no MC-dropout scoring and no epistemic strategy ({error})")
+            return None
+        scoring = EpistemicWhenTrained(self.bundles[name], conf)
+        reason = scoring.not_ready()
+        if reason:
+            logger.warning(f"{reason} Until then scoring and the epistemic strategy answer 409.")
+        return scoring

@@ -18,7 +18,7 @@ validation list would fail): ``select_by_key_metric`` false and ``val_interval``
 bundle's config has that key (the label-free path is left alone: ``af_seg`` and ``acwe_unsup_seg`` validate on their
 own monitor images). Every training is a new run (``resume`` false: MONAI Label starts it from ``models/model.pt``),
 and ``unlabeled_batch_size`` is lowered to the number of unlabelled images when there are fewer. A request may also
-carry ``"overrides": {config id: value}`` (plain JSON values; no ``$``/``@``/``%`` expressions over HTTP), which win,
+carry ``"overrides": {config id: value}`` (plain JSON values: ``lib/request_checks.py``), which win,
 e.g. ``{"overrides": {"unlabeled_batch_size": 2}}`` or ``{"overrides": {"resume": true}}`` to continue a stopped run.
 """
 
@@ -29,6 +29,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from lib.request_checks import RequestRejected, check_config_value
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.bundle import BundleTrainTask
 
@@ -37,20 +38,6 @@ from common.atomic_write import write_json_atomic
 logger = logging.getLogger(__name__)
 
 DATALIST_NAME = "monailabel_datalist.json"
-EXPRESSION_PREFIXES = ("$", "@", "%")
-
-
-def check_plain(value: Any, where: str) -> None:
-    """Raise ``ValueError`` if ``value`` holds a string that MONAI's config parser would evaluate or reference."""
-    if isinstance(value, str) and value.startswith(EXPRESSION_PREFIXES):
-        raise ValueError(f"override {where}: expressions and references ({value[:20]!r}) are not accepted over HTTP.")
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            check_plain(key, where)
-            check_plain(item, f"{where}#{key}")
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            check_plain(item, f"{where}#{i}")
 
 
 def build_datalist(
@@ -157,11 +144,20 @@ class LabelEfficientTrainTask(BundleTrainTask):
             overrides.update(self._no_validation_overrides(overrides))
         overrides.update(self._new_run_overrides(len(unlabelled)))
         extra = self._request.get("overrides") or {}
-        if not isinstance(extra, Mapping):
-            raise ValueError(f"'overrides' must be an object of config id -> value, got {type(extra).__name__}.")
-        for key, value in extra.items():
-            check_plain(value, key)
-            if key not in self.bundle_config:
-                raise ValueError(f"override {key}: no such config id in {self.bundle_config_path}.")
-            overrides[key] = value
+        self.check_overrides(extra)
+        overrides.update(extra)
         return overrides
+
+    def check_overrides(self, extra: Any) -> None:
+        """Raise ``RequestRejected`` (HTTP 400) unless ``extra`` (a request's ``overrides``) maps config ids of the
+        bundle's train config to plain JSON values (``lib/request_checks.py``)."""
+        if not isinstance(extra, Mapping):
+            raise RequestRejected(f"overrides: must be an object of config id -> value, got {type(extra).__name__}.")
+        for key, value in extra.items():
+            check_config_value(key, "overrides (key)")
+            check_config_value(value, f"overrides#{key}")
+            if key not in self.bundle_config:
+                raise RequestRejected(
+                    f"overrides#{key}: no such config id in {os.path.basename(self.bundle_path)}'s "
+                    f"{os.path.basename(self.bundle_config_path)}."
+                )
