@@ -50,13 +50,47 @@ def resolve_items(items: Sequence[Mapping], base_dir: str | os.PathLike, keys: S
     return resolved
 
 
-def load_datalist(path: str | os.PathLike, key: str, base_dir: str | os.PathLike | None = None) -> list[dict]:
-    """Items under ``key`` of an MSD-style ``dataset.json``, paths made absolute (``[]`` if the key is absent)."""
-    path = Path(path)
+def read_datalist(path: str | os.PathLike) -> dict:
+    """Read an MSD-style ``dataset.json``: a JSON object (``{"training": [...], ...}``), with errors that name it."""
     content = read_json(path)
+    if not isinstance(content, dict):
+        raise ValueError(
+            f"{path}: expected a JSON object such as {{'training': [{{'image': ..., 'label': ...}}, ...]}} (an "
+            f"MSD-style dataset.json), got a {type(content).__name__}."
+        )
+    return content
+
+
+def load_datalist(path: str | os.PathLike, key: str, base_dir: str | os.PathLike | None = None) -> list[dict]:
+    """Items under ``key`` of an MSD-style ``dataset.json``, paths made absolute (``[]`` if the key is absent).
+
+    An item is an object with an ``"image"`` path and an optional ``"label"`` path, or an image path alone; anything
+    else raises ``ValueError`` naming the file, the key and the item.
+    """
+    path = Path(path)
+    content = read_datalist(path)
     items = content.get(key, [])
     if not isinstance(items, list):
-        raise ValueError(f"{path}: '{key}' must be a list of {{'image': ..., 'label': ...}} items.")
+        raise ValueError(
+            f"{path}: '{key}' must be a list of {{'image': ..., 'label': ...}} items, got a {type(items).__name__}."
+        )
+    for index, item in enumerate(items):
+        where = f"{path}: '{key}' item {index}"
+        if isinstance(item, str):
+            continue
+        if not isinstance(item, dict):
+            raise ValueError(
+                f"{where} is {item!r} (type {type(item).__name__}); expected an object {{'image': ..., 'label': ...}} "
+                "or an image path."
+            )
+        if "image" not in item:
+            raise ValueError(f"{where} has no 'image' (its keys: {sorted(item)}); expected {{'image': ..., ...}}.")
+        for field in ("image", "label"):
+            if field in item and not isinstance(item[field], str):
+                raise ValueError(
+                    f"{where}: '{field}' is {item[field]!r}; expected one path (a string) to an image file or a "
+                    "DICOM series folder."
+                )
     return resolve_items(items, base_dir if base_dir is not None else path.parent)
 
 

@@ -32,6 +32,7 @@ from .datalist import (
     check_files_exist,
     list_images,
     load_datalist,
+    read_datalist,
     read_json,
     select_labelled,
     split_by_group,
@@ -93,7 +94,7 @@ def prepare_datalists(
     else:
         datalist_path = _datalist_path(dataset_dir, datalist_file, work_dir, demo_task, demo_kwargs)
         source = str(datalist_path)
-        label_scale = float(read_json(datalist_path).get("label_scale", 1.0))
+        label_scale = float(read_datalist(datalist_path).get("label_scale", 1.0))
         splits = _split(datalist_path, val_fraction, test_fraction, labelled_fraction, seed)
         if unlabeled_dir:
             splits["unlabeled"] += list_images(unlabeled_dir)
@@ -218,7 +219,7 @@ def _split(
     labelled = load_datalist(datalist_path, "training")
     extra_unlabelled = load_datalist(datalist_path, "unlabeled")
     if not labelled:
-        content = read_json(datalist_path)
+        content = read_datalist(datalist_path)
         found = ", ".join(f"'{k}' ({len(v)} items)" for k, v in content.items() if isinstance(v, list))
         raise ValueError(
             f"{datalist_path}: the 'training' list is empty or absent (lists in the file: {found or 'none'}); expected "

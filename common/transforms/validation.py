@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Hashable, Mapping
 
+import numpy as np
 import torch
 from monai.transforms import MapTransform
 
 logger = logging.getLogger(__name__)
 _told_binary_255 = False
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # grey, RGB or RGBA pictures
+NO_GEOMETRY_SUFFIXES = (".npy", *PICTURE_SUFFIXES)  # formats without a position in the world
+GRID_TOLERANCE_VOXELS = 0.1  # image and label grids may differ by this share of a voxel (header rounding)
 
 
 def source_name(data: torch.Tensor) -> str:
@@ -19,33 +24,98 @@ def source_name(data: torch.Tensor) -> str:
 
 
 def check_image(image: torch.Tensor, num_channels: int | None = None, name: str | None = None) -> None:
-    """Raise ``ValueError`` if ``image`` (C, *spatial) has the wrong channel count or holds NaN/Inf."""
+    """Raise ``ValueError`` if ``image`` (C, *spatial) has the wrong channel count or holds NaN/Inf.
+
+    Images are never converted: an RGB or RGBA image given to a one-channel bundle (or a grey or RGBA one to an RGB
+    bundle) is refused with a message that says how to convert it and which ``num_channels`` would take it as it is.
+    """
     name = name or source_name(image)
-    if num_channels is not None and image.shape[0] != num_channels:
+    channels = image.shape[0]
+    if num_channels is not None and channels != num_channels:
+        hint = f"give images with {num_channels} channel(s) or use a bundle trained with num_channels {channels}"
+        picture = name.lower().endswith(PICTURE_SUFFIXES)  # a 4-channel NIfTI is 4 modalities, not RGBA
+        if picture and num_channels == 1 and channels in (3, 4):
+            hint = (
+                f"an {'RGB' if channels == 3 else 'RGBA'} image given to a one-channel (grey) bundle; convert it to "
+                f"grey (e.g. PIL Image.convert('L')) or use a bundle trained with num_channels {channels}"
+            )
+        elif picture and num_channels == 3 and channels in (1, 4):
+            hint = (
+                f"{'a grey' if channels == 1 else 'an RGBA'} image given to an RGB bundle; convert it to RGB (e.g. PIL "
+                f"Image.convert('RGB')) or use a bundle trained with num_channels {channels}"
+            )
         raise ValueError(
-            f"{name}: expected {num_channels} channel(s), got {image.shape[0]} (image shape {tuple(image.shape)})."
+            f"{name}: expected {num_channels} channel(s), got {channels} (image shape {tuple(image.shape)}): {hint}."
         )
     if image.is_floating_point() and not torch.isfinite(image).all():
-        count = int((~torch.isfinite(image)).sum())
-        raise ValueError(f"{name}: image holds {count} NaN/Inf value(s); expected finite intensities.")
+        nan, inf = int(torch.isnan(image).sum()), int(torch.isinf(image).sum())
+        raise ValueError(
+            f"{name}: image holds {nan + inf} NaN/Inf value(s) ({nan} NaN, {inf} Inf); expected finite intensities "
+            "(replace or mask them before running the bundle)."
+        )
 
 
 def check_label(label: torch.Tensor, image: torch.Tensor, num_classes: int | None = None) -> None:
-    """Raise ``ValueError`` if ``label`` (1, *spatial) does not match ``image`` or holds unknown class values."""
+    """Raise ``ValueError`` if ``label`` (1, *spatial) does not match ``image`` or holds values that are not class
+    indices: a different spatial shape, or an equal shape on a different grid in the world (affine; checked when both
+    files carry one, as NIfTI, NRRD, MHA and DICOM do), several channels (an RGB mask), non-integer or negative values,
+    or values of ``num_classes`` and above."""
     name = source_name(label)
     if tuple(label.shape[1:]) != tuple(image.shape[1:]):
         raise ValueError(
             f"{name}: label spatial shape {tuple(label.shape[1:])} does not match image {source_name(image)} "
             f"spatial shape {tuple(image.shape[1:])}."
         )
+    apart = grid_distance_mm(label, image)
+    if apart is not None and apart[0] > GRID_TOLERANCE_VOXELS * apart[1]:
+        raise ValueError(
+            f"{name}: label has the shape of image {source_name(image)} but lies elsewhere in the world (a different "
+            f"affine: voxels up to {apart[0]:.3g} mm apart; label affine {_affine_text(label)}, image affine "
+            f"{_affine_text(image)}); expected the image's grid: resample the label onto the image (e.g. MONAI "
+            "ResampleToMatch, nearest) or fix its header."
+        )
     if label.shape[0] != 1:
-        raise ValueError(f"{name}: expected a single-channel class map, got {label.shape[0]} channels.")
-    if num_classes is not None:
-        values = torch.unique(label)
-        bad = [v for v in values.tolist() if v != int(v) or not 0 <= v < num_classes]
+        raise ValueError(
+            f"{name}: expected a single-channel class map, got {label.shape[0]} channels (an RGB/RGBA mask?); save "
+            "the label as one channel of class indices (grey or palette PNG, or NIfTI)."
+        )
+    if label.is_floating_point() and not torch.isfinite(label).all():
+        raise ValueError(f"{name}: label holds NaN/Inf value(s); expected class indices (non-negative integers).")
+    values = torch.unique(label).tolist()
+    upper = num_classes if num_classes is not None else float("inf")
+    bad = [v for v in values if v != int(v) or not 0 <= v < upper]
+    if bad:
         bad = [int(v) if v == int(v) else v for v in bad]
-        if bad:
-            raise ValueError(f"{name}: label values {bad[:5]} are not class indices in [0, {num_classes - 1}].")
+        expected = f"in [0, {num_classes - 1}]" if num_classes is not None else "(non-negative integers)"
+        raise ValueError(f"{name}: label values {bad[:5]} are not class indices {expected}.")
+
+
+def _affine(data: torch.Tensor) -> np.ndarray | None:
+    """The affine of a loaded MetaTensor whose file format carries a world position, else ``None``."""
+    meta = getattr(data, "meta", None) or {}
+    affine = meta.get("affine")
+    if affine is None or source_name(data).lower().endswith(NO_GEOMETRY_SUFFIXES):
+        return None
+    return np.asarray(affine, dtype=np.float64)
+
+
+def _affine_text(data: torch.Tensor) -> str:
+    return np.array2string(_affine(data), precision=3, suppress_small=True, separator=",").replace("\n", "")
+
+
+def grid_distance_mm(label: torch.Tensor, image: torch.Tensor) -> tuple[float, float] | None:
+    """How far apart (mm) the corners of two equal-shape grids lie in the world, and the image's smallest voxel
+    spacing (mm); ``None`` when either has no world position (PNG, JPEG, TIFF, ``.npy``, plain tensors)."""
+    label_affine, image_affine = _affine(label), _affine(image)
+    if label_affine is None or image_affine is None or label_affine.shape != image_affine.shape:
+        return None
+    dims = image_affine.shape[0] - 1
+    shape = list(image.shape[1:])[:dims] + [1] * max(dims - (image.ndim - 1), 0)
+    corners = np.array(list(itertools.product(*[(0, n - 1) for n in shape])), dtype=np.float64)
+    corners = np.concatenate([corners, np.ones((len(corners), 1))], axis=1)
+    apart = np.linalg.norm((corners @ (label_affine - image_affine).T)[:, :dims], axis=1).max()
+    spacing = np.linalg.norm(image_affine[:dims, :dims], axis=0).min()
+    return float(apart), float(max(spacing, 1e-6))
 
 
 def binary_255_to_indices(label: torch.Tensor, num_classes: int | None) -> torch.Tensor:
