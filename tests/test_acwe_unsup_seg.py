@@ -10,7 +10,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_utils import REPO, config_path, make_workflow, missing_properties, run_workflow
+from bundle_utils import (
+    REPO,
+    assert_panel,
+    assert_report_consistent,
+    config_path,
+    make_workflow,
+    missing_properties,
+    run_workflow,
+)
 from monai.bundle import ckpt_export
 from PIL import Image
 
@@ -80,9 +88,8 @@ def test_evaluate_writes_report_and_panel(trained: Path):
     run_workflow(BUNDLE, ["train.json", "mode4_joint.json", "evaluate.json"], **_overrides(trained, "mode4"))
     eval_dir = trained / "outputs" / "eval" / "mode4"
     report = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
-    assert 0.0 <= report["summary"]["dice"]["mean"]["mean"] <= 1.0
-    assert report["per_image"]
-    assert (eval_dir / "panel.png").stat().st_size > 1000
+    assert_report_consistent(report)
+    assert_panel(eval_dir / "panel.png", "icc")  # image | label | prediction
 
 
 def test_inference_on_3d_volume_and_2d_image(trained: Path, tmp_path: Path):

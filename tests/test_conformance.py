@@ -54,7 +54,16 @@ def _configs(bundle: Path) -> dict[str, dict]:
 
 
 def test_there_are_bundles():
-    assert "supervised_seg" in [b.name for b in BUNDLES]
+    """The conventions' six bundles are all found (the parametrized tests below would pass on an empty list)."""
+    expected = {
+        "supervised_seg",
+        "acwe_unsup_seg",
+        "adversarial_semi_seg",
+        "translation_semi_seg",
+        "af_seg",
+        "mipr_auto_annotation",
+    }
+    assert expected <= {b.name for b in BUNDLES}
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
@@ -87,6 +96,7 @@ def test_zoo_keys(bundle: Path):
             assert isinstance(node, dict) and key in node, f"{bundle.name} train.json lacks {'#'.join(path)}"
             node = node[key]
     assert isinstance(train["train"]["handlers"], list), "MONAI Label inserts a CheckpointLoader into train#handlers"
-    assert "training" in train or "run" in train
+    # ``python -m monai.bundle run training`` runs what MONAI Label's ``run`` runs ("run" is a TRAIN_KEY)
+    assert train.get("training") == "$@run", f"{bundle.name} train.json: 'training' must be '$@run'"
     assert not [k for k in INFER_KEYS if k not in infer], bundle.name
     assert "$import common" in train["imports"] and "$import common" in infer["imports"]

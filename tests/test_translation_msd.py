@@ -7,7 +7,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from bundle_utils import run_workflow
+import torch
+from bundle_utils import assert_report_consistent, run_workflow
 
 from common.data.cluttered_mnist import cluttered_mnist_datalists
 from common.data.msd_translation import brats_half_slices, lits_slices, prepare_brats, prepare_lits, sample_by_position
@@ -132,7 +133,8 @@ def test_bundle_trains_and_evaluates_on_brats_layout(tmp_path: Path):
     run_workflow("translation_semi_seg", ["train.json", "brats.json"], **overrides)
     run_workflow("translation_semi_seg", ["train.json", "brats.json", "evaluate.json"], **overrides)
     report = json.loads((tmp_path / "outputs" / "eval" / "metrics.json").read_text(encoding="utf-8"))
-    assert report["num_images"] >= 1 and "tumour" in report["soft_dice_accumulated"]
+    assert report["num_images"] >= 1 and 0.0 <= report["soft_dice_accumulated"]["tumour"] <= 1.0
+    assert_report_consistent(report)
 
 
 def test_bundle_trains_on_lits_layout(tmp_path: Path):
@@ -153,4 +155,6 @@ def test_bundle_trains_on_lits_layout(tmp_path: Path):
     }
     workflow = run_workflow("translation_semi_seg", ["train.json", "lits.json"], **overrides)
     assert workflow.parser.get_parsed_content("train#trainer").state.iteration == 1
-    assert (tmp_path / "models" / "model.pt").is_file()
+    saved = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    trained = workflow.parser.get_parsed_content("network").state_dict()  # one epoch: the best is the last
+    assert saved.keys() == trained.keys() and all(torch.equal(saved[k], trained[k]) for k in trained)

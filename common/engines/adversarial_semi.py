@@ -128,7 +128,10 @@ class AdversarialSemiTrainer(AmpTrainer):
         self.d_unlabeled_fakes = d_unlabeled_fakes
         self.ignore_index = ignore_index
         self.inferer = SimpleInferer() if inferer is None else inferer
-        self._unlabeled: Iterator[Any] | None = None
+        # made here, not at the first draw, so that a resumed run finds it and restores its place in the loader
+        self._unlabeled: Iterator[Any] | None = (
+            endless(self.unlabeled_data_loader, "unlabelled") if self.unlabeled_data_loader is not None else None
+        )
 
     def _next_unlabeled(self) -> torch.Tensor:
         """The next ``(B, Cin, H, W)`` unlabelled image batch on the device."""

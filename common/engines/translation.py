@@ -140,7 +140,10 @@ class TranslationTrainerBase(AmpTrainer):
         self.network = network
         self.optimizer = optimizer
         self.absent_data_loader = absent_data_loader
-        self._absent: Iterator[Any] | None = None
+        # made here, not at the first draw, so that a resumed run finds it and restores its place in the loader
+        self._absent: Iterator[Any] | None = (
+            endless(absent_data_loader, "absent-domain") if absent_data_loader is not None else None
+        )
 
     def _step(self, loss: torch.Tensor, optimizer: Optimizer) -> None:
         if self.scaler is not None:

@@ -12,7 +12,7 @@ from monai.engines.utils import default_metric_cmp_fn, default_prepare_batch
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-__all__ = ["AmpTrainer", "ScalarTerms", "endless"]
+__all__ = ["AmpTrainer", "Endless", "ScalarTerms", "endless"]
 
 
 class AmpTrainer(Trainer):
@@ -89,19 +89,69 @@ class AmpTrainer(Trainer):
             optimizer.step()
 
 
-def endless(loader: DataLoader, name: str = "second") -> Iterator[Any]:
+class Endless(Iterator[Any]):
     """Batches of ``loader`` forever, re-iterating (and so reshuffling) it each time it is exhausted.
 
     The engines with two data sources (labelled + unlabelled, present + absent) let the first loader drive the
     epoch and draw from the second with this. ``name`` names the loader in the error raised when it is empty.
+
+    Its place in the second loader is part of a resumable run (``common.handlers.ResumableCheckpoint`` saves the
+    ``Endless`` attributes of the trainer): ``state_dict`` holds the random states at the start of the current pass
+    and the number of batches drawn in it; ``load_state_dict`` replays that pass up to there (it loads those batches
+    again, without training on them) and puts the random states back as they were.
     """
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError(f"the {name} data loader is empty.")
+
+    def __init__(self, loader: Iterable, name: str = "second") -> None:
+        self.loader = loader
+        self.name = name
+        self._iterator: Iterator[Any] | None = None
+        self._pass_start: dict | None = None
+        self._position = 0
+
+    def __iter__(self) -> Endless:
+        return self
+
+    def __next__(self) -> Any:
+        from common.random_state import capture_random_states
+
+        for _ in range(2):
+            if self._iterator is None:
+                self._pass_start = capture_random_states([self.loader])
+                self._iterator = iter(self.loader)
+                self._position = 0
+            try:
+                batch = next(self._iterator)
+            except StopIteration:
+                self._iterator = None
+                if self._position == 0:
+                    break
+                continue
+            self._position += 1
+            return batch
+        raise ValueError(f"the {self.name} data loader is empty.")
+
+    def state_dict(self) -> dict:
+        return {"pass_start": self._pass_start if self._iterator is not None else None, "position": self._position}
+
+    def load_state_dict(self, state: dict) -> None:
+        from common.random_state import capture_random_states, restore_random_states
+
+        self._iterator, self._pass_start, self._position = None, None, 0
+        if state.get("pass_start") is None:
+            return
+        now = capture_random_states([self.loader])
+        restore_random_states(state["pass_start"], [self.loader])
+        self._pass_start = state["pass_start"]
+        self._iterator = iter(self.loader)
+        for _ in range(int(state["position"])):
+            next(self._iterator)
+        self._position = int(state["position"])
+        restore_random_states(now, [self.loader])
+
+
+def endless(loader: Iterable, name: str = "second") -> Endless:
+    """An :class:`Endless` pass over ``loader``."""
+    return Endless(loader, name)
 
 
 class ScalarTerms:
