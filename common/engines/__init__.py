@@ -1,1 +1,2 @@
-"""Ignite engines (subclasses of monai.engines.Trainer) for the adversarial, translation and self-training loops."""
+"""Ignite engines (subclasses of monai.engines.Trainer) for the adversarial, translation, UniMatch and self-training
+loops."""

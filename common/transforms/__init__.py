@@ -1,11 +1,13 @@
 """MONAI-style transforms shared by the bundles."""
 
+from .cutmix import RandCutMixBoxd, cutmix
 from .intensity import NormaliseOverForeground, NormaliseOverForegroundd
 from .io import LoadImageLabeld
 from .missing_label import MISSING_LABEL, AddMissingLabeld
 from .percentiles import ScalePercentilesd, scale_percentiles
 from .pseudo_label_cleaning import CleanPseudoLabel
 from .translation_augment import RandSplineWarpd, translation_augmentation
+from .unimatch_augment import strong_augmentation, weak_augmentation
 from .validation import ValidateImageLabeld, check_image, check_label, source_name
 
 __all__ = [
@@ -15,12 +17,16 @@ __all__ = [
     "LoadImageLabeld",
     "NormaliseOverForeground",
     "NormaliseOverForegroundd",
+    "RandCutMixBoxd",
     "RandSplineWarpd",
     "ScalePercentilesd",
     "ValidateImageLabeld",
     "check_image",
     "check_label",
+    "cutmix",
     "scale_percentiles",
     "source_name",
+    "strong_augmentation",
     "translation_augmentation",
+    "weak_augmentation",
 ]
