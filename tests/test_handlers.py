@@ -35,7 +35,7 @@ def test_panel_prefers_labelled_foreground(tmp_path: Path):
     assert Image.open(tmp_path / "panel.png").size == (660, 660)  # 3 rows x 3 columns of 2.2 inch at 100 dpi
 
 
-def _tiny_run(ckpt: Path, max_epochs: int = 3, stop: int | None = None) -> tuple[dict, list[int]]:
+def _tiny_run(ckpt: Path, max_epochs: int = 3, stop: int | None = None, resume: bool = True) -> tuple[dict, list[int]]:
     """A seeded Ignite training whose every step draws random numbers: the loader's shuffle, dropout, a NumPy noise
     generator the trainer holds, Python's ``random``, and an unlabelled loader drawn endlessly (3 batches a pass, 2
     drawn an epoch). Stopped after epoch ``stop`` (``None``: runs on) and resumed from ``ckpt`` if it holds a
@@ -60,7 +60,8 @@ def _tiny_run(ckpt: Path, max_epochs: int = 3, stop: int | None = None) -> tuple
     engine = Engine(step)
     engine.rng = np.random.RandomState(1)
     engine.unlabelled = endless(unlabelled)
-    ResumableCheckpoint(str(ckpt), {"network": net, "optimizer": opt, "scheduler": scheduler}, n_saved=1).attach(engine)
+    saved = {"network": net, "optimizer": opt, "scheduler": scheduler}
+    ResumableCheckpoint(str(ckpt), saved, n_saved=1, resume=resume).attach(engine)
     engine.add_event_handler(Events.EPOCH_COMPLETED, lambda _: scheduler.step())
     trained: list[int] = []
     engine.add_event_handler(Events.EPOCH_STARTED, lambda e: trained.append(e.state.epoch))
@@ -95,6 +96,23 @@ def test_resumable_checkpoint_saves_prunes_and_resumes_exactly(tmp_path: Path):
     assert latest_checkpoint(tmp_path / "resumed").name == "checkpoint_epoch=3.pt"
     for key in uninterrupted:
         assert _same(uninterrupted[key], resumed[key]), key
+
+
+def test_a_new_run_replaces_an_older_runs_checkpoints(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """``resume`` false with an older run's later checkpoint in the folder (a 5-epoch command-line run, then a
+    training through MONAI Label): the new run trains from epoch 1, removes the old file (a later resume would continue
+    the old run, and pruning by epoch used to delete the new run's own checkpoint, then crash at the next epoch) and
+    ends bit-identical to a run in an empty folder."""
+    reference, _ = _tiny_run(tmp_path / "empty", resume=False)
+    _tiny_run(tmp_path / "used", max_epochs=5)
+    assert [p.name for p in epoch_checkpoints(tmp_path / "used")] == ["checkpoint_epoch=5.pt"]
+    with caplog.at_level(logging.INFO, logger="common.handlers.resume"):
+        new, trained = _tiny_run(tmp_path / "used", resume=False)
+    assert trained == [1, 2, 3]
+    assert [p.name for p in epoch_checkpoints(tmp_path / "used")] == ["checkpoint_epoch=3.pt"]
+    assert sum("removing the older run's checkpoint_epoch=5.pt" in r.getMessage() for r in caplog.records) == 1
+    for key in reference:
+        assert _same(reference[key], new[key]), key
 
 
 def test_checkpoint_without_random_states_still_resumes(tmp_path: Path, caplog: pytest.LogCaptureFixture):

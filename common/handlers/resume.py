@@ -179,6 +179,8 @@ class ResumableCheckpoint:
         objects = self._objects
         if self.resume:
             self._resume(engine, objects)
+        elif self.save:
+            self._remove_older_run()
         if self.save and not self._saving:
             self._saving = True
             AtomicCheckpointSaver(
@@ -220,8 +222,23 @@ class ResumableCheckpoint:
         engine.state.max_epochs = prior_max_epochs
         _restore_zero_grads(objects.values())
 
+    def _remove_older_run(self) -> None:
+        """A new run (``resume`` false) removes the epoch checkpoints of an older run: a later resume would otherwise
+        continue that run, and pruning by epoch would delete this run's own newer files in favour of them."""
+        stale = epoch_checkpoints(self.ckpt_dir)
+        if stale:
+            logger.info(f"a new run (resume false): removing the older run's {', '.join(p.name for p in stale)}")
+            for old in stale:
+                old.unlink(missing_ok=True)
+
     def _prune(self, engine: Engine) -> None:
-        for old in epoch_checkpoints(self.ckpt_dir)[: -self.n_saved]:
+        """Keep the ``n_saved`` newest epoch checkpoints up to this epoch (after a resume Ignite does not know the
+        older run's files)."""
+        pattern = re.compile(r"^checkpoint_epoch=(\d+)\.pt$")
+        done = [
+            p for p in epoch_checkpoints(self.ckpt_dir) if int(pattern.match(p.name).group(1)) <= engine.state.epoch
+        ]
+        for old in done[: -self.n_saved]:
             old.unlink(missing_ok=True)
 
 
