@@ -18,6 +18,7 @@ import torch
 from bundle_utils import make_workflow, run_workflow
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
+from PIL import Image
 from test_cluttered_mnist import write_small_mnist
 
 from common.data.demo import ensure_demo_dataset
@@ -59,6 +60,33 @@ def _eval_dice(bundle: str, tmp: Path, configs: tuple[str, ...] = ("train.json",
     return read_metrics(eval_dir / "metrics.json").mean("dice")
 
 
+def _inference_dice(bundle: str, tmp: Path, configs: tuple[str, ...] = ("inference.json",), **overrides: Any) -> float:
+    """Mean Dice of the masks the bundle's inference workflow writes (PNG) for the images of the demo dataset that
+    ``_train`` generated under ``tmp``, against their labels: the known answer that an inference path writing empty,
+    shifted or transposed masks fails."""
+    (datalist,) = (tmp / "outputs" / "demo_data").rglob("dataset.json")
+    images = datalist.parent / "imagesTr"
+    out = tmp / "inference"
+    run_workflow(
+        bundle,
+        list(configs),
+        "infer",
+        dataset_dir=str(images),
+        output_dir=str(out),
+        output_ext=".png",
+        ckpt_dir=str(tmp / "models"),
+        **overrides,
+    )
+    scores = []
+    for item in json.loads(datalist.read_text())["training"]:
+        name = Path(item["image"]).name.rsplit(".", 1)[0]
+        mask = np.asarray(Image.open(out / f"{name}_seg.png")) > 0
+        label = np.asarray(Image.open(datalist.parent / item["label"])) > 0
+        scores.append(2 * (mask & label).sum() / max(mask.sum() + label.sum(), 1))
+    assert len(scores) == len(list(images.iterdir())), "an image without its mask"
+    return float(np.mean(scores))
+
+
 def _mean(log: list[dict[str, float]], key: str) -> float:
     values = [r[key] for r in log]
     assert values, f"no iteration logged {key!r}"
@@ -86,9 +114,11 @@ def test_supervised_seg_learns_the_cells(tmp_path: Path):
     dice = _eval_dice("supervised_seg", tmp_path / "method", **SUPERVISED)
     _train("supervised_seg", tmp_path / "frozen", **SUPERVISED, learning_rate=0.0)
     frozen = _eval_dice("supervised_seg", tmp_path / "frozen", **SUPERVISED, learning_rate=0.0)
-    print(f"supervised_seg: Dice {dice:.3f}, learning rate 0: {frozen:.3f}")
+    inferred = _inference_dice("supervised_seg", tmp_path / "method", patch_size=SUPERVISED["patch_size"])
+    print(f"supervised_seg: Dice {dice:.3f}, learning rate 0: {frozen:.3f}; inference.json's masks: {inferred:.3f}")
     assert dice >= SUPERVISED_MIN_DICE
     assert frozen < SUPERVISED_MIN_DICE
+    assert inferred >= SUPERVISED_MIN_DICE  # the masks inference.json writes, against the labels
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -109,8 +139,10 @@ def test_acwe_unsup_seg_learns_the_cells_from_the_acwe_loss(tmp_path: Path):
     dice = _eval_dice("acwe_unsup_seg", tmp_path / "method", **ACWE)
     _train("acwe_unsup_seg", tmp_path / "frozen", **ACWE, learning_rate=0.0)
     frozen = _eval_dice("acwe_unsup_seg", tmp_path / "frozen", **ACWE, learning_rate=0.0)
-    print(f"acwe_unsup_seg: Dice {dice:.3f}, learning rate 0: {frozen:.3f}")
+    inferred = _inference_dice("acwe_unsup_seg", tmp_path / "method")
+    print(f"acwe_unsup_seg: Dice {dice:.3f}, learning rate 0: {frozen:.3f}; inference.json's masks: {inferred:.3f}")
     assert dice >= ACWE_MIN_DICE
+    assert inferred >= ACWE_MIN_DICE  # the masks inference.json writes (its phase rule applied), against the labels
     assert frozen < ACWE_MIN_DICE
     with pytest.raises(RuntimeError, match="ActiveContourCombinedLoss") as excinfo:
         _train("acwe_unsup_seg", tmp_path / "no_acwe", **ACWE, acwe_weight=0.0)
