@@ -396,3 +396,34 @@ def test_concurrent_inference_requests_all_succeed(app_server: AppServer):
     assert len(results) == LOAD_REQUESTS and all(r.latency > 0 for r in results), results
     assert {r.image for r in results} == set(images)
     assert wall >= max(r.latency for r in results)
+
+
+def test_a_bad_final_label_fails_the_training_naming_the_file(app_server: AppServer, tmp_path: Path):
+    """An RGB mask uploaded as a final label (a viewer's screenshot, not a class map): the training through the app
+    ends in ``ERROR`` whose details name the uploaded label and what was expected, and no ``model.pt`` is written.
+    Last in the file: it leaves a labelled image behind."""
+    bad = tmp_path / "img4_rgb.png"
+    rgb = np.zeros((*SIZE, 3), np.uint8)
+    rgb[10:20, 10:20] = (255, 0, 0)
+    Image.fromarray(rgb).save(bad)
+    app_server.upload_label("img4", bad)
+    models = app_server.root / "bundles" / "adversarial_semi_seg" / "models"
+    before = (models / "model.pt").stat().st_mtime_ns
+    params = {
+        "max_epochs": 1,
+        "val_split": 0.0,
+        "multi_gpu": False,
+        "device": "cpu",
+        "overrides": ADVERSARIAL_OVERRIDES,
+    }
+    started = json.loads(app_server.request("POST", "/train/adversarial_semi_seg", body=params)[0])
+    deadline, status = time.monotonic() + TRAIN_TIMEOUT, {}
+    while time.monotonic() < deadline:
+        status = app_server.get("/train/", all="false")
+        if status.get("id") == started["id"] and status.get("status") not in ("SUBMITTED", "RUNNING"):
+            break
+        time.sleep(2)
+    details = "\n".join(status.get("details", []))
+    assert status.get("status") == "ERROR", status
+    assert re.search(r"img4\.png.*channel", details), details[-3000:]
+    assert (models / "model.pt").stat().st_mtime_ns == before

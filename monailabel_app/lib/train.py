@@ -50,6 +50,10 @@ def build_datalist(
     return {"training": list(labelled_train), "validation": list(labelled_val or []), "unlabeled": list(unlabelled)}
 
 
+class TrainingFailed(RuntimeError):
+    """A training through the app that raised; its message is the innermost cause (see ``run_single_gpu``)."""
+
+
 class LabelEfficientTrainTask(BundleTrainTask):
     """``BundleTrainTask`` that also passes the datastore's unlabelled images to the bundle (see the module docs).
 
@@ -75,6 +79,25 @@ class LabelEfficientTrainTask(BundleTrainTask):
             return super().__call__(request, datastore)
         finally:
             self._datastore, self._request = None, {}
+
+    def run_single_gpu(self, request: dict, overrides: dict) -> None:
+        """MONAI Label's training run, with a failure's root cause as the last line of the task's output.
+
+        A bundle's data errors (a label with 3 channels, an unreadable file) are raised while its config is parsed, and
+        MONAI's parser wraps them in ``RuntimeError: Failed to evaluate ConfigExpression``, so the traceback's last
+        lines, all that ``GET /train/`` shows (its ``details`` keep 20 lines), never named the file. The whole
+        traceback goes to the log first; then one short error whose message is the innermost cause ends the output.
+        """
+        try:
+            super().run_single_gpu(request, overrides)
+        except Exception as error:
+            cause: BaseException = error
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            logger.exception(f"{os.path.basename(self.bundle_path)}: training failed")
+            raise TrainingFailed(
+                f"{os.path.basename(self.bundle_path)}: training failed: {type(cause).__name__}: {cause}"
+            ) from None
 
     def unlabelled_items(self) -> list[dict]:
         """``{"image": path}`` for every image of the datastore without a final label, sorted by image id."""
