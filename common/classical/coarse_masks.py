@@ -43,6 +43,7 @@ __all__ = [
     "METHODS",
     "auto_erosion_radius",
     "coarse_mask",
+    "coarse_masks_volume",
     "equivalent_radii",
     "erosion_radius_used",
     "fingerprint",
@@ -155,6 +156,69 @@ def coarse_mask(
     return _erode(mask, int(erosion_radius))
 
 
+def coarse_masks_volume(
+    slices: Sequence[np.ndarray],
+    method: str = "level_set",
+    bright_foreground: bool = True,
+    level_set_iterations: int = 100,
+    level_set_smoothing: int = 1,
+    vesselness_sigmas: Sequence[float] = (1.0, 1.5, 2.0, 3.0),
+    vesselness_threshold: float | None = None,
+    min_size: int = 4,
+    channel: int | str = "grey",
+) -> list[np.ndarray]:
+    """Un-eroded coarse masks of the slices of **one volume**, from statistics of the whole volume (issue 34).
+
+    A two-phase method run on each slice alone finds two phases in every slice, including the (often many) slices
+    that hold no object. Here the volume is min-max normalised once, and ``"level_set"`` runs the morphological
+    Chan-Vese solver on the 3D stack (its two region means are those of the whole volume, and its smoothing acts in
+    3D), started from the volume's Otsu split (the global optimum of the Chan-Vese energy without length term: the
+    checkerboard start of the 2D path stalls in 3D, where a slow drift across a mostly object-free stack offers a
+    second two-phase split of similar energy); ``"vesselness"`` computes the Frangi response per slice, normalises
+    it by the volume's maximum and takes one threshold (Otsu over the volume, or ``vesselness_threshold``). A slice
+    without object comes out empty.
+    The brighter phase is the object (``bright_foreground``), decided over the volume; components smaller than
+    ``min_size`` pixels are removed per slice, as for 2D images.
+
+    Args:
+        slices: the volume's 2D samples in slice order, each ``(H, W)`` or ``(C, H, W)``.
+        method, bright_foreground, level_set_iterations, level_set_smoothing, vesselness_sigmas,
+            vesselness_threshold, min_size, channel: as in :func:`coarse_mask`.
+
+    Returns:
+        one ``(H, W)`` bool mask per slice (not eroded).
+    """
+    volume = _minmax(np.stack([select_channel(s, channel) for s in slices]))  # (S, H, W) in [0, 1]
+    if method == "level_set":
+        start = (volume > threshold_otsu(volume)).astype(np.int8)  # the mu = 0 Chan-Vese optimum of the volume
+        mask = morphological_chan_vese(
+            volume, num_iter=level_set_iterations, init_level_set=start, smoothing=level_set_smoothing
+        ).astype(bool)
+        if mask.any() and (~mask).any() and (volume[mask].mean() < volume[~mask].mean()) == bright_foreground:
+            mask = ~mask
+    elif method == "vesselness":
+        response = np.stack(
+            [frangi(s, sigmas=list(vesselness_sigmas), black_ridges=not bright_foreground) for s in volume]
+        )
+        response = response / response.max() if response.max() > 0 else response
+        threshold = threshold_otsu(response) if vesselness_threshold is None else vesselness_threshold
+        mask = response > threshold
+    else:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if min_size > 1:
+        mask = np.stack([remove_small_objects(m, max_size=min_size - 1) for m in mask])
+    return list(mask)
+
+
+def _volume_groups(items: Sequence[Mapping]) -> list[list[int]]:
+    """Indices of ``items`` grouped by volume (``"source"``), each group in slice order; an item without a source, or
+    the only item of its source (a 2D image), is a group of its own."""
+    groups: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(str(item.get("source") or f"#{index}"), []).append(index)
+    return [sorted(g, key=lambda i: int(items[i].get("slice", 0))) for g in groups.values()]
+
+
 def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
     """``(H, W)`` mask eroded by a disk of ``radius`` (0: unchanged) -> ``(H, W)`` uint8."""
     mask = np.asarray(mask) > 0
@@ -174,6 +238,7 @@ def write_coarse_masks(
     key: str = "weak",
     erosion_radius: int | str = 1,
     erosion_size_fraction: float = 0.15,
+    region_statistics: str = "image",
     **kwargs: object,
 ) -> list[dict]:
     """Stage 1 over a datalist: one weak label per item, written as ``(1, H, W)`` uint8 ``.npy``.
@@ -191,6 +256,10 @@ def write_coarse_masks(
             un-eroded masks of all ``items``, decided once for them (pass the training images; give other images
             the radius chosen there, :func:`erosion_radius_used`).
         erosion_size_fraction: of :func:`auto_erosion_radius`.
+        region_statistics: ``"image"`` (default here: each 2D sample on its own, as AF-Seg does for 2D images) or
+            ``"volume"``: the slices of one volume (items sharing a ``"source"``) get :func:`coarse_masks_volume`,
+            one level set (or threshold) over the volume, so object-free slices stay empty; 2D images (one-slice
+            sources) are segmented alone either way.
         kwargs: the other arguments of :func:`coarse_mask` (``method``, ``channel``, ...).
 
     Returns:
@@ -205,8 +274,27 @@ def write_coarse_masks(
     out.mkdir(parents=True, exist_ok=True)
     items = drop_labels(items)
     # un-eroded masks first: the "auto" radius needs all of them before any is eroded
-    masks = [coarse_mask(np.load(item["image"]), erosion_radius=0, **kwargs).astype(bool) for item in items]
+    if region_statistics not in ("image", "volume"):
+        raise ValueError(f"region_statistics must be 'image' or 'volume', got {region_statistics!r}.")
+    masks: list[np.ndarray] = [np.zeros(0, dtype=bool)] * len(items)
+    for group in _volume_groups(items) if region_statistics == "volume" else [[i] for i in range(len(items))]:
+        if len(group) > 1:
+            volume_masks = coarse_masks_volume([np.load(items[i]["image"]) for i in group], **kwargs)
+            for i, mask in zip(group, volume_masks):
+                masks[i] = mask
+            occupied = sum(bool(m.any()) for m in volume_masks)
+            logger.info(
+                "stage 1: volume %s: %d of %d slices hold foreground (one %s over the volume)",
+                items[group[0]].get("source"),
+                occupied,
+                len(group),
+                kwargs.get("method", "level_set"),
+            )
+        else:
+            masks[group[0]] = coarse_mask(np.load(items[group[0]]["image"]), erosion_radius=0, **kwargs).astype(bool)
     settings = {"erosion_radius": erosion_radius, "erosion_size_fraction": erosion_size_fraction, **kwargs}
+    if region_statistics != "image":
+        settings["region_statistics"] = region_statistics
     if erosion_radius == "auto":
         radii = equivalent_radii(masks)
         radius = _radius_from(radii, erosion_size_fraction)

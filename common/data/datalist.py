@@ -152,6 +152,11 @@ def select_labelled(items: Sequence[Mapping], fraction: float, seed: int = 0) ->
     return labelled, unlabelled
 
 
+def all_items(datalists: Mapping[str, object]) -> list[dict]:
+    """The items of every list-valued split of ``datalists`` (e.g. :func:`common.data.prepare_datalists`), in order."""
+    return [dict(item) for items in datalists.values() if isinstance(items, list) for item in items]
+
+
 def drop_labels(items: Sequence[Mapping], label_keys: Sequence[str] = ("label",)) -> list[dict]:
     """Copies of ``items`` without their label keys (the label-free methods read no manual label in training)."""
     return [{k: v for k, v in item.items() if k not in label_keys} for item in items]

@@ -22,7 +22,9 @@ class ActiveContourTrainer(SupervisedTrainer):
 
     ``loss_function``: e.g. :class:`common.losses.acwe.ActiveContourCombinedLoss`; ``pred`` is the inferer's
     output ``(B, 1, H, W)``, ``image`` the network input ``(B, C, H, W)``, ``label`` ``(B, 1, H, W)`` or ``None``.
-    Gradient accumulation and ``compile`` are not supported (``accumulation_steps`` must be 1).
+    Gradient accumulation and ``compile`` are not supported (``accumulation_steps`` must be 1). A loss whose
+    ``uses_volumes`` is true (the ACWE energy with volume statistics) also gets ``sources=`` and ``slices=``, the
+    batch's ``"source"`` (volume path) and ``"slice"`` (index) entries written by :mod:`common.data.slices`.
     """
 
     def _iteration(self, engine: SupervisedTrainer, batchdata: dict[str, torch.Tensor]) -> dict:
@@ -38,7 +40,10 @@ class ActiveContourTrainer(SupervisedTrainer):
         def _compute_pred_loss() -> None:
             engine.state.output[Keys.PRED] = engine.inferer(inputs, engine.network)
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            loss = engine.loss_function(engine.state.output[Keys.PRED], inputs, targets)
+            volumes = {}
+            if getattr(engine.loss_function, "uses_volumes", False) and isinstance(batchdata, dict):
+                volumes = {"sources": batchdata.get("source"), "slices": batchdata.get("slice")}
+            loss = engine.loss_function(engine.state.output[Keys.PRED], inputs, targets, **volumes)
             engine.state.output[Keys.LOSS] = loss.mean()
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
 

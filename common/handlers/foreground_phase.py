@@ -72,9 +72,15 @@ class ForegroundPhaseHandler:
             :class:`common.networks.rcnn.RecurrentConvNet`; not its DDP wrapper).
         rule: ``"bright"``, ``"dark"``, ``"auto"`` or ``"none"`` (see :func:`should_flip`).
         decide_epoch: the epoch whose images vote.
+        per_volume: the slices of one volume (the batch's ``"source"`` entries) vote together, as one volume:
+            their inside/outside sums are pooled before the contrast and area share are taken, so object-free
+            slices (often most of a volume) do not outvote the slices that hold the object. Slices without a
+            source vote alone. Default ``False``: one vote per image.
     """
 
-    def __init__(self, network: torch.nn.Module, rule: str = "bright", decide_epoch: int = 1) -> None:
+    def __init__(
+        self, network: torch.nn.Module, rule: str = "bright", decide_epoch: int = 1, per_volume: bool = False
+    ) -> None:
         if rule not in PHASE_RULES:
             raise ValueError(f"foreground_phase must be one of {PHASE_RULES}, got {rule!r}.")
         if decide_epoch < 1:
@@ -82,10 +88,16 @@ class ForegroundPhaseHandler:
         self.network = network
         self.rule = rule
         self.decide_epoch = decide_epoch
+        self.per_volume = per_volume
         self._stats: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._volume_sums: dict[str, np.ndarray] = {}  # volume -> [sum fg*g, sum fg, sum g, pixels, images]
+
+    def _clear(self) -> None:
+        self._stats.clear()
+        self._volume_sums.clear()
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self._stats.clear())
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self._clear())
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._decide)
 
@@ -100,6 +112,23 @@ class ForegroundPhaseHandler:
             else:
                 pred, image = (torch.stack([item[key] for item in output]) for key in (Keys.PRED, Keys.IMAGE))
             self._stats.append(tuple(t.cpu() for t in phase_statistics(pred, image)))
+            if self.per_volume:
+                batch = engine.state.batch  # a dict, or a list of per-image dicts once MONAI has decollated it
+                if isinstance(batch, dict):
+                    sources = batch.get("source")
+                else:
+                    sources = [item.get("source") if isinstance(item, dict) else None for item in batch or ()]
+                    sources = sources if len(sources) == len(pred) else None
+                self._collect_volumes(pred, image, sources, len(self._stats))
+
+    def _collect_volumes(self, pred: torch.Tensor, image: torch.Tensor, sources: list | None, step: int) -> None:
+        """Pool per volume: pred ``(B, 1, H, W)``, image ``(B, C, H, W)``, sources ``B`` ids (or ``None``)."""
+        fg = (pred.detach() > 0).flatten(1).float().cpu()
+        grey = image.detach().float().mean(dim=1).flatten(1).cpu()
+        sums = torch.stack([(fg * grey).sum(1), fg.sum(1), grey.sum(1), torch.full_like(fg[:, 0], fg.shape[1])], 1)
+        for index, row in enumerate(sums.double().numpy()):
+            source = sources[index] if sources is not None and sources[index] else f"#{step}.{index}"
+            self._volume_sums[str(source)] = self._volume_sums.get(str(source), 0.0) + np.append(row, 1.0)
 
     def _decide(self, engine: Engine) -> None:
         if not self._pending(engine):
@@ -116,6 +145,14 @@ class ForegroundPhaseHandler:
         """Whether to complement the output, from this epoch's images; ``None`` to wait for the next epoch."""
         none = (torch.zeros(0), torch.zeros(0), torch.zeros(0, dtype=torch.bool))
         contrast, area, valid = (torch.cat(parts) for parts in zip(*self._stats)) if self._stats else none
+        what = "training images"
+        volumes = np.stack(list(self._volume_sums.values())) if self._volume_sums else np.zeros((0, 5))
+        if self.per_volume and len(volumes) and volumes[:, 4].max() > 1:  # else 2D images: one vote each, as before
+            sums = torch.as_tensor(volumes[:, :4])  # (V, 4)
+            inside, total = sums[:, 1], sums[:, 3]
+            valid = (inside > 0) & (inside < total)
+            contrast = sums[:, 0] / inside.clamp_min(1) - (sums[:, 2] - sums[:, 0]) / (total - inside).clamp_min(1)
+            contrast, area, what = contrast.float(), (inside / total).float(), "training volumes"
         if not bool(valid.any()):
             if last_epoch:
                 logger.warning("foreground phase: no training image has both phases; the output is kept as it is.")
@@ -124,7 +161,7 @@ class ForegroundPhaseHandler:
         contrast, area = contrast[valid].numpy(), area[valid].numpy()
         flip = should_flip(contrast, area, self.rule)
         logger.info(
-            f"foreground phase ({self.rule!r}, from {len(contrast)} training images of epoch {epoch}): "
+            f"foreground phase ({self.rule!r}, from {len(contrast)} {what} of epoch {epoch}): "
             f"median contrast inside - outside {np.median(contrast):+.3f}, median area share {np.median(area):.3f}; "
             f"{'output complemented' if flip else 'output kept'}."
         )

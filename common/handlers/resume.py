@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 _RANDOM = "random_states"
 _ITERATOR = "iterator_"
+OPTIONAL = "optional_"  # save_dict entries named optional_<name> may be absent from older checkpoints
 
 
 def _iterators(engine: Engine) -> dict[str, Endless]:
@@ -129,7 +130,9 @@ class ResumableCheckpoint:
     place in the current pass. The file is written after every handler attached with the trainer has run at the
     epoch's end (validation draws from torch's generator, an epoch-level LR scheduler steps), and after loading, the
     parameters an optimiser has stepped get the zero ``.grad`` they have in the uninterrupted run. Older checkpoints
-    without these entries load, with a warning. Under DDP every rank restores rank 0's random states.
+    without these entries load, with a warning; so do checkpoints without a ``save_dict`` entry whose name starts
+    with ``optional_`` (state added in a later version, e.g. the ACWE loss's running volume statistics). Under DDP
+    every rank restores rank 0's random states.
 
     Args:
         ckpt_dir: folder of the checkpoints.
@@ -203,7 +206,7 @@ class ResumableCheckpoint:
             return
         logger.info(f"resuming from {path}")
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        missing = [k for k in objects if k not in checkpoint and (k == _RANDOM or k.startswith(_ITERATOR))]
+        missing = [k for k in objects if k not in checkpoint and (k == _RANDOM or k.startswith((_ITERATOR, OPTIONAL)))]
         if missing:
             logger.warning(
                 f"{path} holds no {', '.join(missing)}: the resumed run draws other random numbers than "

@@ -15,13 +15,17 @@ image size and intensity range).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
 from common.transforms.missing_label import MISSING_LABEL
 
-__all__ = ["ACWELoss", "ActiveContourCombinedLoss", "ActiveContourLabelLoss"]
+__all__ = ["REGION_STATISTICS", "ACWELoss", "ActiveContourCombinedLoss", "ActiveContourLabelLoss"]
+
+REGION_STATISTICS = ("image", "volume")
 
 
 def _reduce(per_image: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -58,6 +62,13 @@ class ACWELoss(_Loss):
         lambda1, lambda2: weights of the inside and outside region terms (1 and 1 in the paper).
         batch_statistics: compute ``c1, c2`` over the whole batch, as the authors' code does; default ``False``:
             per image (each image is segmented by its own intensity statistics, as in Chan-Vese).
+        region_statistics: ``"image"`` (default here; the paper's per-image form) or ``"volume"``: ``c1, c2`` of
+            the slices of one volume are the means over **all slices of that volume** (Chan & Vese's energy on the
+            3D domain, with ``mu = 0`` so that slices couple only through ``c1, c2``). Then ``forward`` needs the
+            ``sources`` (volume id per image) and ``slices`` (slice index per image); the sums of the slices not in
+            the batch are the detached values of the last time each was seen (running statistics, at most one
+            epoch old), the batch's own slices enter with their gradient. Images without a source id (2D images)
+            keep per-image statistics. ``batch_statistics=True`` takes precedence (batch means, no volume means).
         reduction: ``"sum"`` | ``"mean"`` | ``"none"`` over the batch.
         eps: added to the denominators of ``c1, c2``.
     """
@@ -70,13 +81,81 @@ class ACWELoss(_Loss):
         batch_statistics: bool = False,
         reduction: LossReduction | str = LossReduction.SUM,
         eps: float = 1e-8,
+        region_statistics: str = "image",
     ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
+        if region_statistics not in REGION_STATISTICS:
+            raise ValueError(f"region_statistics must be one of {REGION_STATISTICS}, got {region_statistics!r}.")
         self.nu = nu
         self.lambda1 = lambda1
         self.lambda2 = lambda2
         self.batch_statistics = batch_statistics
+        self.region_statistics = region_statistics
         self.eps = eps
+        self._slice_sums: dict[str, dict[int, torch.Tensor]] = {}  # volume -> slice -> (4, C) detached sums
+
+    @property
+    def uses_volumes(self) -> bool:
+        """Whether ``forward`` wants the volume id and slice index of each image (``region_statistics="volume"``;
+        ``batch_statistics`` takes precedence)."""
+        return self.region_statistics == "volume" and not self.batch_statistics
+
+    def get_extra_state(self) -> dict:
+        """The running per-slice sums (``state_dict`` entry ``_extra_state``), so a resumed training continues with
+        them: ``{"slice_sums": {volume: {slice: (4, C) tensor}}}``."""
+        sums = self._slice_sums
+        return {
+            "slice_sums": {
+                v: {int(k): t.as_subclass(torch.Tensor).clone() for k, t in d.items()} for v, d in sums.items()
+            }
+        }
+
+    def set_extra_state(self, state: dict) -> None:
+        """Restore what :meth:`get_extra_state` returned."""
+        sums = state.get("slice_sums", {}) if isinstance(state, dict) else {}
+        self._slice_sums = {str(v): {int(k): t.clone() for k, t in d.items()} for v, d in sums.items()}
+
+    def reset_volume_statistics(self) -> None:
+        """Forget the running per-slice sums (e.g. before training on other volumes)."""
+        self._slice_sums.clear()
+
+    def _volume_means(
+        self, pred: torch.Tensor, image: torch.Tensor, sources: Sequence[str], slices: Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``c1, c2`` ``(B, C, 1, 1)`` over all slices of each image's volume (see ``region_statistics``).
+
+        pred: ``(B, 1, H, W)``; image: ``(B, C, H, W)``; sources: ``B`` volume ids (``None``/``""``: the image alone);
+        slices: ``B`` slice indices.
+        """
+        own_c1, own_c2 = self.region_means(pred, image)  # (B, C, 1, 1): per image, for one-slice sources
+        p = pred.clamp(0.0, 1.0)
+        sums = torch.stack(
+            [
+                (p * image).sum(dim=(2, 3)),
+                p.sum(dim=(2, 3)).expand(-1, image.shape[1]),
+                ((1 - p) * image).sum(dim=(2, 3)),
+                (1 - p).sum(dim=(2, 3)).expand(-1, image.shape[1]),
+            ],
+            dim=1,
+        )  # (B, 4, C)
+        c1, c2 = list(own_c1.unbind(0)), list(own_c2.unbind(0))
+        keys = [str(s) if s else None for s in sources]
+        for volume in dict.fromkeys(k for k in keys if k is not None):
+            members = [i for i, k in enumerate(keys) if k == volume]
+            stored = self._slice_sums.setdefault(volume, {})
+            in_batch = {int(slices[i]) for i in members}
+            rest = [v for k, v in stored.items() if k not in in_batch]
+            for i in members:
+                stored[int(slices[i])] = sums[i].detach().cpu().as_subclass(torch.Tensor)  # no MetaTensor
+            if len(stored) < 2:  # a 2D image (or a volume's first slice seen alone): its own statistics
+                continue
+            total = sums[members].sum(0)
+            if rest:
+                total = total + torch.stack(rest).sum(0).to(total)
+            for i in members:
+                c1[i] = (total[0] / (total[1] + self.eps))[:, None, None]
+                c2[i] = (total[2] / (total[3] + self.eps))[:, None, None]
+        return torch.stack(c1), torch.stack(c2)
 
     def region_means(self, pred: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean intensities ``c1`` (inside, ``p``) and ``c2`` (outside, ``1 - p``) per channel.
@@ -90,14 +169,26 @@ class ACWELoss(_Loss):
         c2 = ((1 - p) * image).sum(dim=dims, keepdim=True) / ((1 - p).sum(dim=dims, keepdim=True) + self.eps)
         return c1, c2
 
-    def forward(self, pred: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        pred: torch.Tensor,
+        image: torch.Tensor,
+        sources: Sequence[str] | None = None,
+        slices: Sequence[int] | torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """pred: ``(B, 1, H, W)`` real-valued output; image: ``(B, C, H, W)`` intensities (min-max to [0, 1]).
 
-        Returns the reduced energy (scalar), or ``(B,)`` with ``reduction="none"``.
+        ``sources``/``slices`` (``B`` volume ids / slice indices) are read with ``region_statistics="volume"`` only;
+        without them each image keeps its own ``c1, c2``. Returns the reduced energy (scalar), or ``(B,)`` with
+        ``reduction="none"``.
         """
         _check_pair(pred, image, "image")
         p = pred.clamp(0.0, 1.0)
-        c1, c2 = self.region_means(pred, image)
+        if self.uses_volumes and sources is not None and slices is not None:
+            slices = slices.tolist() if isinstance(slices, torch.Tensor) else list(slices)
+            c1, c2 = self._volume_means(pred, image, list(sources), slices)
+        else:
+            c1, c2 = self.region_means(pred, image)
         inside = (p * (image - c1) ** 2).sum(dim=(1, 2, 3))
         outside = ((1 - p) * (image - c2) ** 2).sum(dim=(1, 2, 3))
         area = p.sum(dim=(1, 2, 3))
@@ -153,7 +244,7 @@ class ActiveContourCombinedLoss(_Loss):
     Args:
         acwe_weight: weight of :class:`ACWELoss`.
         label_weight: weight of :class:`ActiveContourLabelLoss` (``alpha``, 0.4 in the paper).
-        nu, batch_statistics: of :class:`ACWELoss`.
+        nu, batch_statistics, region_statistics: of :class:`ACWELoss`.
         length_weight: of :class:`ActiveContourLabelLoss`.
         reduction: ``"sum"`` | ``"mean"`` | ``"none"`` over the batch, for both terms.
     """
@@ -166,24 +257,40 @@ class ActiveContourCombinedLoss(_Loss):
         batch_statistics: bool = False,
         length_weight: float = 1.0,
         reduction: LossReduction | str = LossReduction.SUM,
+        region_statistics: str = "image",
     ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
         if acwe_weight == 0 and label_weight == 0:
             raise ValueError("at least one of acwe_weight and label_weight must be non-zero.")
         self.acwe_weight = acwe_weight
         self.label_weight = label_weight
-        self.acwe = ACWELoss(nu=nu, batch_statistics=batch_statistics, reduction=reduction)
+        self.acwe = ACWELoss(
+            nu=nu, batch_statistics=batch_statistics, reduction=reduction, region_statistics=region_statistics
+        )
         self.label_loss = ActiveContourLabelLoss(length_weight=length_weight, reduction=reduction)
 
-    def forward(self, pred: torch.Tensor, image: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        """pred: ``(B, 1, H, W)``; image: ``(B, C, H, W)``; label: ``(B, 1, H, W)`` or ``None`` (label-free).
+    @property
+    def uses_volumes(self) -> bool:
+        """Whether ``forward`` wants ``sources``/``slices`` (the ACWE term with ``region_statistics="volume"``)."""
+        return self.acwe_weight != 0 and self.acwe.uses_volumes
+
+    def forward(
+        self,
+        pred: torch.Tensor,
+        image: torch.Tensor,
+        label: torch.Tensor | None = None,
+        sources: Sequence[str] | None = None,
+        slices: Sequence[int] | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """pred: ``(B, 1, H, W)``; image: ``(B, C, H, W)``; label: ``(B, 1, H, W)`` or ``None`` (label-free);
+        sources, slices: ``B`` volume ids and slice indices, for :class:`ACWELoss` with ``region_statistics="volume"``.
 
         Raises:
             ValueError: when ``label_weight`` is non-zero and no label is given.
         """
         loss = pred.new_zeros(()) if self.reduction != LossReduction.NONE.value else pred.new_zeros(pred.shape[0])
         if self.acwe_weight != 0:
-            loss = loss + self.acwe_weight * self.acwe(pred, image)
+            loss = loss + self.acwe_weight * self.acwe(pred, image, sources, slices)
         if self.label_weight != 0:
             if label is None:
                 raise ValueError("label_weight is non-zero but the batch has no label.")

@@ -6,6 +6,7 @@ from .io import LoadImageLabeld
 from .missing_label import MISSING_LABEL, AddMissingLabeld
 from .percentiles import ScalePercentilesd, scale_percentiles
 from .pseudo_label_cleaning import CleanPseudoLabel
+from .slice_occupancy import SliceOccupancyd, slice_occupancy
 from .translation_augment import RandSplineWarpd, translation_augmentation
 from .unimatch_augment import strong_augmentation, weak_augmentation
 from .validation import ValidateImageLabeld, check_image, check_label, source_name
@@ -20,11 +21,13 @@ __all__ = [
     "RandCutMixBoxd",
     "RandSplineWarpd",
     "ScalePercentilesd",
+    "SliceOccupancyd",
     "ValidateImageLabeld",
     "check_image",
     "check_label",
     "cutmix",
     "scale_percentiles",
+    "slice_occupancy",
     "source_name",
     "strong_augmentation",
     "translation_augmentation",
