@@ -1,6 +1,7 @@
 """Data layer: datalists and splits, DICOM series discovery, the 3D-to-2D slice pipeline, demo data, MNIST."""
 
 from .datalist import (
+    all_items,
     check_files_exist,
     drop_labels,
     list_images,
@@ -13,16 +14,18 @@ from .datalist import (
 from .dicom import check_one_series, dicom_series, find_dicom_images, is_dicom_file
 from .hidden_truth import HiddenTruth
 from .prepare import is_prepared, labelled_split, prepare_datalists, prepare_items
-from .prepared_dataset import PreparedCacheDataset
+from .prepared_dataset import PlainCacheDataset, PreparedCacheDataset, plain_tensors
 from .slices import SliceSettings, load_array, write_samples
 
 __all__ = [
     "HiddenTruth",
+    "PlainCacheDataset",
     "PreparedCacheDataset",
     "SliceSettings",
     "check_files_exist",
     "check_one_series",
     "dicom_series",
+    "all_items",
     "drop_labels",
     "find_dicom_images",
     "is_dicom_file",
@@ -32,6 +35,7 @@ __all__ = [
     "labelled_split",
     "load_datalist",
     "prepare_datalists",
+    "plain_tensors",
     "prepare_items",
     "read_json",
     "select_labelled",
