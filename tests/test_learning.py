@@ -60,11 +60,18 @@ def _eval_dice(bundle: str, tmp: Path, configs: tuple[str, ...] = ("train.json",
     return read_metrics(eval_dir / "metrics.json").mean("dice")
 
 
-def _inference_dice(bundle: str, tmp: Path, configs: tuple[str, ...] = ("inference.json",), **overrides: Any) -> float:
-    """Mean Dice of the masks the bundle's inference workflow writes (PNG) for the images of the demo dataset that
-    ``_train`` generated under ``tmp``, against their labels: the known answer that an inference path writing empty,
-    shifted or transposed masks fails."""
-    (datalist,) = (tmp / "outputs" / "demo_data").rglob("dataset.json")
+def _inference_dice(
+    bundle: str,
+    tmp: Path,
+    datalist: Path | None = None,
+    configs: tuple[str, ...] = ("inference.json",),
+    **overrides: Any,
+) -> float:
+    """Mean Dice of the masks the bundle's inference workflow writes (PNG) for the images of ``datalist`` (default: the
+    demo dataset that ``_train`` generated under ``tmp``), against their labels: the known answer that an inference
+    path writing empty, shifted or transposed masks fails."""
+    if datalist is None:
+        (datalist,) = (tmp / "outputs" / "demo_data").rglob("dataset.json")
     images = datalist.parent / "imagesTr"
     out = tmp / "inference"
     run_workflow(
@@ -199,7 +206,10 @@ def test_adversarial_semi_seg_pseudo_labels(tmp_path: Path):
         f"{quality['coverage']:.3f}, semi term {semi_contribution:.4f}, adversarial term {adv_contribution:.4f}, "
         f"confidence {_mean(semi[-1:], 'confidence_mean'):.3f}"
     )
+    inferred = _inference_dice("adversarial_semi_seg", tmp_path, dataset, num_classes=2)
+    print(f"adversarial_semi_seg: inference.json's masks: {inferred:.3f}")
     assert dice >= ADVERSARIAL_MIN_DICE
+    assert inferred >= ADVERSARIAL_MIN_DICE  # the masks inference.json writes, against the labels
     assert quality["precision"] >= PSEUDO_LABEL_MIN_PRECISION and quality["coverage"] >= PSEUDO_LABEL_MIN_COVERAGE
     assert _mean(semi, "coverage") >= PSEUDO_LABEL_MIN_COVERAGE
     assert semi_contribution >= SEMI_MIN_CONTRIBUTION
@@ -287,8 +297,11 @@ def test_af_seg_synthesis_keeps_the_objects_and_the_segmenter_learns(tmp_path: P
     _, log = _train("af_seg", tmp_path, "train#trainer", **AF_SEG)
     dice = _eval_dice("af_seg", tmp_path, **AF_SEG)
     shape = _mean(log[-4:], "shape_loss")
-    print(f"af_seg: Dice {dice:.3f}, shape error {_mean(log[:4], 'shape_loss'):.4f} -> {shape:.4f}")
+    inferred = _inference_dice("af_seg", tmp_path, patch_size=AF_SEG["patch_size"])
+    start = _mean(log[:4], "shape_loss")
+    print(f"af_seg: Dice {dice:.3f}, shape error {start:.4f} -> {shape:.4f}; inference.json's masks {inferred:.3f}")
     assert dice >= AF_SEG_MIN_DICE
+    assert inferred >= AF_SEG_MIN_DICE  # the masks inference.json writes, against the labels
     assert shape <= AF_SEG_MAX_SHAPE_ERROR
 
 
