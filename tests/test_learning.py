@@ -72,7 +72,8 @@ def _inference_dice(
     path writing empty, shifted or transposed masks fails."""
     if datalist is None:
         (datalist,) = (tmp / "outputs" / "demo_data").rglob("dataset.json")
-    images = datalist.parent / "imagesTr"
+    items = json.loads(datalist.read_text())["training"]
+    images = (datalist.parent / items[0]["image"]).parent
     out = tmp / "inference"
     run_workflow(
         bundle,
@@ -85,7 +86,7 @@ def _inference_dice(
         **overrides,
     )
     scores = []
-    for item in json.loads(datalist.read_text())["training"]:
+    for item in items:
         name = Path(item["image"]).name.rsplit(".", 1)[0]
         mask = np.asarray(Image.open(out / f"{name}_seg.png")) > 0
         label = np.asarray(Image.open(datalist.parent / item["label"])) > 0
@@ -345,8 +346,13 @@ def test_mipr_generator_makes_pairs_the_gate_accepts(tmp_path: Path):
     dice = _eval_dice("mipr_auto_annotation", tmp_path, **MIPR)
     pairs = json.loads((tmp_path / "outputs" / "mipr" / "round1" / "datalist.json").read_text(encoding="utf-8"))
     checks = [p["dice"] for p in pairs["training"] + pairs["rejected"] if p.get("dice") is not None]  # not empty
-    print(f"mipr: Dice {dice:.3f}, counts {pairs['counts']}, check Dice {np.mean(checks):.3f}")
+    network = {k: MIPR[k] for k in ("image_size", "network_def#channels", "network_def#strides")}
+    inferred = _inference_dice("mipr_auto_annotation", tmp_path, **network)
+    print(
+        f"mipr: Dice {dice:.3f}, counts {pairs['counts']}, check Dice {np.mean(checks):.3f}; inference {inferred:.3f}"
+    )
     assert pairs["counts"]["accepted"] >= 1
     assert len(checks) == pairs["counts"]["unlabelled"] - pairs["counts"]["rejected_empty"] > 0
     assert np.mean(checks) >= MIPR_MIN_CHECK_DICE
     assert dice >= MIPR_MIN_DICE
+    assert inferred >= MIPR_MIN_DICE  # the masks inference.json writes, against the labels
