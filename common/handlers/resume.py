@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 _RANDOM = "random_states"
 _ITERATOR = "iterator_"
+_EPOCH_FILE = re.compile(r"^checkpoint_epoch=(\d+)\.pt$")  # as MONAI's CheckpointSaver names epoch checkpoints
 OPTIONAL = "optional_"  # save_dict entries named optional_<name> may be absent from older checkpoints
 
 
@@ -104,9 +105,13 @@ def epoch_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:
     folder = Path(ckpt_dir)
     if not folder.is_dir():
         return []
-    pattern = re.compile(r"^checkpoint_epoch=(\d+)\.pt$")
-    matches = [(pattern.match(p.name), p) for p in folder.iterdir()]
+    matches = [(_EPOCH_FILE.match(p.name), p) for p in folder.iterdir()]
     return [p for _, p in sorted((int(m.group(1)), p) for m, p in matches if m)]
+
+
+def checkpoint_epoch(path: str | os.PathLike) -> int:
+    """The epoch ``N`` of a ``checkpoint_epoch=<N>.pt`` file."""
+    return int(_EPOCH_FILE.match(Path(path).name).group(1))
 
 
 def latest_checkpoint(ckpt_dir: str | os.PathLike) -> Path | None:
@@ -237,10 +242,7 @@ class ResumableCheckpoint:
     def _prune(self, engine: Engine) -> None:
         """Keep the ``n_saved`` newest epoch checkpoints up to this epoch (after a resume Ignite does not know the
         older run's files)."""
-        pattern = re.compile(r"^checkpoint_epoch=(\d+)\.pt$")
-        done = [
-            p for p in epoch_checkpoints(self.ckpt_dir) if int(pattern.match(p.name).group(1)) <= engine.state.epoch
-        ]
+        done = [p for p in epoch_checkpoints(self.ckpt_dir) if checkpoint_epoch(p) <= engine.state.epoch]
         for old in done[: -self.n_saved]:
             old.unlink(missing_ok=True)
 
