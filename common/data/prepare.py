@@ -143,7 +143,7 @@ def _datalist_path(
         dataset_dir = str(Path(dataset_dir).expanduser().resolve())
         if not Path(dataset_dir).is_dir():
             raise FileNotFoundError(f"dataset_dir {dataset_dir}: folder not found.")
-    else:
+    elif not datalist_file:  # the demo data, generated once, only when no datalist is given
         demo_root = Path(work_dir) / "demo_data"
         if demo_kwargs:  # non-default sizes get their own cache folder
             tag = hashlib.sha256(json.dumps(dict(demo_kwargs), sort_keys=True).encode()).hexdigest()[:8]

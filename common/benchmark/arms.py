@@ -1,0 +1,249 @@
+"""The benchmark's arms: a bundle recipe (or a classical method), its config overrides, its references.
+
+Every method has its like-for-like control (the same bundle and recipe with the unlabelled terms off) and is also
+compared with the strongest supervised recipe, ``unet`` (``supervised_seg``: Dice + CE, its augmentation), at equal
+segmenter steps. Label-free arms stand beside the classical methods a user tries first (Otsu, Chan-Vese without
+erosion) on the same test images. Whether an arm applies is derived from the data (:func:`not_applicable`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .dataset import DatasetInfo
+from .protocol import Budget
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What an arm's overrides are built from.
+
+    Attributes:
+        data: the data set; ``budget``: the task's budget; ``labelled``: labelled cases (0: none); ``seed``.
+        datalist_file: the run's training datalist (:func:`common.benchmark.protocol.write_run_datalists`).
+        many_objects: images hold many objects (MIPR keeps every pseudo-label component).
+    """
+
+    data: DatasetInfo
+    budget: Budget
+    labelled: int
+    seed: int
+    datalist_file: str = ""
+    many_objects: bool = True
+
+
+def _data(c: RunContext) -> dict[str, Any]:
+    """Overrides every image bundle shares: the run's datalist (its labelled share, its unlabelled images, no
+    validation or test list), the seed, the channels and classes."""
+    return {
+        "dataset_dir": "",
+        "datalist_file": c.datalist_file,
+        "labelled_fraction": 1.0,
+        "val_fraction": 0.0,
+        "test_fraction": 0.0,
+        "seed": c.seed,
+        "num_channels": c.data.num_channels,
+        "num_classes": c.data.num_classes,
+        "class_names": list(c.data.class_names),
+        "resume": False,
+    }
+
+
+def _schedule(c: RunContext, epoch_length_key: str, epochs: int | None = None) -> dict[str, Any]:
+    """``epochs`` epochs of the budget's iterations, no validation (the last network is evaluated)."""
+    epochs = epochs or c.budget.epochs
+    return {"max_epochs": epochs, epoch_length_key: c.budget.iterations, "val_interval": epochs + 1}
+
+
+def _unet_shape(c: RunContext) -> dict[str, Any]:
+    channels = list(c.budget.unet_channels)
+    return {"network_def#channels": channels, "network_def#strides": [2] * (len(channels) - 1)}
+
+
+def _patch(c: RunContext) -> dict[str, Any]:
+    return {"patch_size": [c.budget.image_size] * 2, "batch_size": c.budget.batch_size}
+
+
+def _unet(c: RunContext) -> dict[str, Any]:
+    return {**_data(c), **_schedule(c, "train#trainer#epoch_length"), **_patch(c), **_unet_shape(c)}
+
+
+def _adversarial(c: RunContext) -> dict[str, Any]:
+    return {
+        **_data(c),
+        **_schedule(c, "epoch_length"),
+        **_patch(c),
+        **_unet_shape(c),
+        "unlabeled_batch_size": c.budget.batch_size,
+        "semi_start_epoch": max(c.budget.epochs // 4, 1),  # paper: 5k of 20k iterations
+        "discriminator_channels": [64, 128, 256],  # four stride-2 layers: images of 16 px and more
+    }
+
+
+def _unimatch(c: RunContext) -> dict[str, Any]:
+    return {**_data(c), **_schedule(c, "epoch_length"), **_patch(c), "unlabeled_batch_size": c.budget.batch_size}
+
+
+def _acwe(c: RunContext) -> dict[str, Any]:
+    return {
+        **_data(c),
+        **_schedule(c, "train#trainer#epoch_length"),
+        "batch_size": c.budget.batch_size,
+        "patch_size": [c.budget.image_size] * 2,
+    }
+
+
+def _acwe_label_only(c: RunContext) -> dict[str, Any]:
+    return {**_acwe(c), "acwe_weight": 0.0}
+
+
+def _af_seg(c: RunContext) -> dict[str, Any]:
+    half = c.budget.epochs // 2
+    return {
+        **_data(c),
+        **_patch(c),
+        "train#trainer#epoch_length": c.budget.iterations,
+        "constant_epochs": half,
+        "decay_epochs": c.budget.epochs - half,
+        "val_interval": c.budget.epochs + 1,
+        "learning_rate": 0.001,
+        "dip_steps": 50,
+        "background#dsp_max_steps": 50,
+    }
+
+
+MIPR_ROUNDS = 1
+
+
+def _mipr(c: RunContext, rounds: int = MIPR_ROUNDS) -> dict[str, Any]:
+    """MIPR with ``rounds`` annotation rounds; each round trains its segmenter anew, so each gets the budget's steps
+    divided by ``rounds + 1``: all rounds together take the budget's steps, as every other arm."""
+    per_round_epochs = max(c.budget.epochs // (rounds + 1), 1)
+    batch = c.budget.batch_size
+    out = {
+        **_data(c),
+        **_unet_shape(c),
+        "image_size": [c.budget.image_size] * 2,
+        "batch_size": batch,
+        "max_epochs": per_round_epochs,
+        "val_interval": per_round_epochs + 1,
+        # a fixed number of steps per epoch whatever the round's training set (labelled + accepted pairs)
+        "train#dataloader#shuffle": False,
+        "train#dataloader#sampler": {
+            "_target_": "torch.utils.data.RandomSampler",
+            "data_source": "@train#dataset",
+            "replacement": True,
+            "num_samples": c.budget.iterations * batch,
+        },
+        "generator_epochs": 20,
+        "generator_channels": [16, 32, 64, 128],
+        "spade_hidden_channels": 32,
+        "discriminator_channels": 32,
+        "discriminator_layers": 2,
+        "discriminator_num_d": 2 if c.budget.image_size >= 64 else 1,  # the coarser scale needs 64 px or more
+        "num_rounds": rounds,
+    }
+    if not c.many_objects and rounds > 0:
+        out["cleaning_keep_largest_component"] = True  # one object per image (the digit)
+    return out
+
+
+def _mipr_control(c: RunContext) -> dict[str, Any]:
+    """Round 0 alone (labelled images only) for the steps of all MIPR's rounds together."""
+    return {**_mipr(c, rounds=0), "max_epochs": c.budget.epochs, "val_interval": c.budget.epochs + 1}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One kind of run.
+
+    Attributes:
+        key, label: name in ``--arms`` and in the tables.
+        bundle, configs: the bundle and its configs merged in order; ``bundle`` None for a classical method
+            (computed on the test images without training).
+        role: ``reference``, ``method``, ``control``, ``label-free`` or ``classical``.
+        overrides: ``RunContext -> config overrides``.
+        control: a method's like-for-like control arm.
+        labels: whether it trains with labels (``False``: label-free and classical arms run at 0 labelled cases).
+        use_unlabelled: whether it reads the unlabelled images (``False``: its datalist lists none).
+    """
+
+    key: str
+    label: str
+    bundle: str | None
+    configs: tuple[str, ...]
+    role: str
+    overrides: Callable[[RunContext], dict[str, Any]] | None = None
+    control: str | None = None
+    labels: bool = True
+    use_unlabelled: bool = True
+
+    def planned_steps(self, c: RunContext) -> int:
+        """Segmenter optimiser steps of this arm, from its overrides (all MIPR rounds together; 0 classical)."""
+        if self.bundle is None:
+            return 0
+        o = self.overrides(c)
+        epochs = o.get("max_epochs") or (o["constant_epochs"] + o["decay_epochs"])
+        if "train#dataloader#sampler" in o:
+            per_epoch = o["train#dataloader#sampler"]["num_samples"] // o["batch_size"]
+        else:
+            per_epoch = o.get("train#trainer#epoch_length") or o["epoch_length"]
+        return int(epochs * per_epoch) * (o.get("num_rounds", 0) + 1)
+
+
+ARMS: dict[str, Arm] = {
+    a.key: a
+    for a in (
+        Arm("unet", "U-Net, Dice + CE (supervised_seg)", "supervised_seg", ("train.json",), "reference", _unet,
+            use_unlabelled=False),
+        Arm("adversarial", "adversarial semi-supervised (adversarial_semi_seg)", "adversarial_semi_seg",
+            ("train.json",), "method", _adversarial, control="adversarial_control"),
+        Arm("adversarial_control", "its U-Net alone (adversarial_semi_seg supervised_only.json)",
+            "adversarial_semi_seg", ("train.json", "supervised_only.json"), "control", _adversarial),
+        Arm("unimatch", "UniMatch weak-to-strong consistency (unimatch_semi_seg)", "unimatch_semi_seg",
+            ("train.json",), "method", _unimatch, control="unimatch_control"),
+        Arm("unimatch_control", "its U-Net alone (unimatch_semi_seg supervised_only.json)", "unimatch_semi_seg",
+            ("train.json", "supervised_only.json"), "control", _unimatch),
+        Arm("mipr", f"MIPR, {MIPR_ROUNDS} annotation round (mipr_auto_annotation)", "mipr_auto_annotation",
+            ("train.json",), "method", _mipr, control="mipr_control"),
+        Arm("mipr_control", "its round 0 alone, the same steps (mipr_auto_annotation)", "mipr_auto_annotation",
+            ("train.json",), "control", _mipr_control),
+        Arm("acwe_joint", "RCNN, ACWE + label loss (acwe_unsup_seg mode 4)", "acwe_unsup_seg",
+            ("train.json", "mode4_joint.json"), "method", _acwe, control="acwe_joint_control"),
+        Arm("acwe_joint_control", "RCNN, label loss alone (mode 4, ACWE weight 0)", "acwe_unsup_seg",
+            ("train.json", "mode4_joint.json"), "control", _acwe_label_only),
+        Arm("acwe_unsup", "RCNN + ACWE loss, no labels (acwe_unsup_seg mode 1)", "acwe_unsup_seg", ("train.json",),
+            "label-free", _acwe, labels=False),
+        Arm("af_seg", "AF-Seg, no labels (af_seg)", "af_seg", ("train.json",), "label-free", _af_seg, labels=False),
+        Arm("otsu", "Otsu threshold per image (multi-Otsu for several classes)", None, (), "classical", labels=False),
+        Arm("chan_vese", "Chan-Vese level set per image, no erosion", None, (), "classical", labels=False),
+    )
+}  # fmt: skip
+
+TRANSLATION_NA = (
+    "translation_semi_seg reads cluttered MNIST and the BraTS / LiTS layouts (slice-level target-present and "
+    "target-absent sets), not a generic MSD folder: not yet an arm of the benchmark"
+)
+
+
+def not_applicable(data: DatasetInfo, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Arm -> why it does not apply to ``data`` (derived from its classes and channels), plus ``extra``."""
+    out: dict[str, str] = {"translation": TRANSLATION_NA}
+    if data.num_classes > 2:
+        why = f"two-phase (one foreground class); this data set has {data.num_classes - 1} foreground classes"
+        out.update({k: why for k in ("acwe_joint", "acwe_joint_control", "acwe_unsup", "af_seg", "chan_vese")})
+    if data.num_channels > 1:
+        why = f"one-channel images; this data set has {data.num_channels} channels"
+        out.update({k: why for k in ("otsu", "chan_vese")})
+    out.update(extra or {})
+    return out
+
+
+def bundle_version(bundle: str, repo: Path) -> str:
+    """The bundle's ``metadata.json`` version."""
+    import json
+
+    return json.loads((repo / "bundles" / bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))["version"]

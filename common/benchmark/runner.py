@@ -1,0 +1,311 @@
+"""Plan and run the benchmark's runs, each in its own process with one torch thread, and record their rows.
+
+A run is a spec (arm, labelled cases, seed, overrides, folders): :func:`plan` makes them, :func:`run_specs` runs
+those not yet in the results file (same id and settings hash), ``jobs`` at a time, appending each row as it
+finishes (:mod:`common.benchmark.results`). The child (``python -m common.benchmark.runner --one SPEC``) trains the
+bundle on the run's training datalist, then evaluates the last network on the test cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from common.atomic_write import write_text_atomic
+
+from .arms import ARMS, RunContext, bundle_version
+from .dataset import DatasetInfo
+from .protocol import PROTOCOL, Budget, labelled_subset, write_run_datalists
+from .results import append_rows, read_rows
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    """What identifies a run's settings: 12 hex digits of the SHA-256 of its settings as sorted JSON."""
+    keys = ("arm", "labelled", "seed", "labelled_cases", "budget", "overrides", "train_configs", "protocol")
+    return hashlib.sha256(json.dumps({k: spec[k] for k in keys}, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _relative(overrides: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The overrides with the run's own paths replaced by placeholders (so the hash does not depend on folders)."""
+    return {k: (v.replace(str(run_dir), "<run>") if isinstance(v, str) else v) for k, v in overrides.items()}
+
+
+def plan(
+    data: DatasetInfo,
+    task: str,
+    budget: Budget,
+    arms: Sequence[str],
+    labelled: Sequence[int],
+    seeds: Sequence[int],
+    runs_dir: Path,
+    not_applicable: dict[str, str],
+    many_objects: bool = True,
+) -> list[dict[str, Any]]:
+    """The run specs (arm x labelled amount x seed; label-free and classical arms at 0); a method and its control
+    are planned with the same segmenter steps (``ValueError`` otherwise). Writes each run's datalists."""
+    specs = []
+    for key in arms:
+        if key not in ARMS:
+            raise ValueError(f"unknown arm {key!r}; choose from {list(ARMS)}")
+        arm = ARMS[key]
+        if key in not_applicable:
+            continue
+        for k in labelled if arm.labels else [0]:
+            for seed in seeds:
+                run_id = f"{key}@{k}#s{seed}"
+                run_dir = runs_dir / run_id.replace("@", "_").replace("#", "_")
+                cases = labelled_subset(data, k, seed)
+                context = RunContext(data, budget, k, seed, str(run_dir / "datalist_train.json"), many_objects)
+                overrides = arm.overrides(context) if arm.overrides else {}
+                steps = arm.planned_steps(context)
+                if arm.control:
+                    theirs = ARMS[arm.control].planned_steps(context)
+                    if theirs != steps:
+                        raise ValueError(f"{key} plans {steps} segmenter steps, its control {arm.control} {theirs}.")
+                spec = {
+                    "id": run_id,
+                    "task": task,
+                    "arm": key,
+                    "label": arm.label,
+                    "role": arm.role,
+                    "control": arm.control,
+                    "bundle": arm.bundle,
+                    "train_configs": list(arm.configs),
+                    "labelled": k,
+                    "seed": seed,
+                    "labelled_cases": [data.case_id(c) for c in cases],
+                    "budget": budget.as_row(),
+                    "protocol": PROTOCOL,
+                    "overrides": _relative(overrides, run_dir),
+                    "planned_steps": steps,
+                    "num_classes": data.num_classes,
+                    "class_names": list(data.class_names),
+                    "num_channels": data.num_channels,
+                    "use_unlabelled": arm.use_unlabelled,
+                    "dataset_dir": str(data.root),
+                }
+                spec["hash"] = spec_hash(spec)
+                spec["run_dir"] = str(run_dir)
+                spec["_cases"] = cases
+                specs.append(spec)
+    return specs
+
+
+def provenance() -> dict[str, Any]:
+    """The code's commit, whether the work tree differs from it (results and outputs aside), and the versions."""
+    import monai
+    import torch
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    changed = [
+        line for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
+        if not line[3:].startswith(("results/", "docs/"))
+    ]  # fmt: skip
+    return {
+        "commit": git("rev-parse", "--short=12", "HEAD") or "unknown",
+        "dirty": bool(changed),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__},
+        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, 1 torch thread per run",
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the child: one run in this process
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _classical(spec: dict[str, Any], run_dir: Path, eval_datalist: Path) -> Path:
+    """Otsu or Chan-Vese on the prepared test images; returns the evaluation folder."""
+    from common.classical.baselines import classical_segmentation, report_on_items
+    from common.data import prepare_datalists
+
+    lists = prepare_datalists(
+        None,
+        str(run_dir / "outputs"),
+        datalist_file=str(eval_datalist),
+        val_fraction=0.0,
+        test_fraction=0.0,
+        num_channels=spec["num_channels"],
+        num_classes=spec["num_classes"],
+        require_labels=False,
+    )
+    report = report_on_items(
+        lists["test"],
+        lambda image: classical_segmentation(image, spec["arm"], spec["num_classes"]),
+        spec["num_classes"],
+        spec["class_names"],
+    )
+    report.write(run_dir / "eval")
+    return run_dir / "eval"
+
+
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train then evaluate one run in this process; returns its Dice per test image, steps, time and memory."""
+    import logging
+
+    import torch
+
+    from common.bundle import load_workflow, run_workflow
+    from common.metrics import read_metrics
+
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+    run_dir = Path(spec["run_dir"])
+    datalists = {k: run_dir / f"datalist_{k}.json" for k in ("train", "eval")}
+    overrides = {
+        k: (v.replace("<run>", str(run_dir)) if isinstance(v, str) else v) for k, v in spec["overrides"].items()
+    }
+    result: dict[str, Any] = {}
+    if spec["bundle"] is None:
+        eval_dir = _classical(spec, run_dir, datalists["eval"])
+        result["segmenter_steps"] = 0
+    else:
+        overrides.update(output_dir=str(run_dir / "outputs"), ckpt_dir=str(run_dir / "models"))
+        workflow = load_workflow(spec["bundle"], spec["train_configs"], "train", **overrides)
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
+        steps = int(workflow.parser.get_parsed_content("train#trainer").state.iteration)
+        rounds = overrides.get("num_rounds", 0) if spec["bundle"] == "mipr_auto_annotation" else 0
+        result["segmenter_steps"] = steps * (rounds + 1)  # MIPR trains its segmenter anew in each round
+        lists = workflow.parser.get_parsed_content("datalists")
+        result["unlabelled_images"] = len(lists.get("unlabeled", []))
+        del workflow
+        eval_dir = run_dir / "eval"
+        overrides["datalist_file"] = str(datalists["eval"])
+        eval_configs = [*spec["train_configs"], "evaluate.json"]
+        run_workflow(spec["bundle"], eval_configs, "eval", **overrides, eval_dir=str(eval_dir))
+    metrics = read_metrics(eval_dir)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result.update(
+        dice_mean=metrics.mean(),
+        dice_per_image=metrics.by_image(),
+        test_cases=len(metrics.per_image),
+        peak_mib=round(usage.ru_maxrss / 1024, 1),  # KiB on Linux
+        cpu_s=round(usage.ru_utime + usage.ru_stime, 1),
+    )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the parent
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def run_parent(spec: dict[str, Any], data: DatasetInfo, timeout: float | None, keep: bool = False) -> dict[str, Any]:
+    """Run one spec in a child process with one thread, in an emptied folder; returns its row's run fields."""
+    run_dir = Path(spec["run_dir"])
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    write_run_datalists(data, spec["_cases"], run_dir, use_unlabelled=spec["use_unlabelled"])
+    child = {k: v for k, v in spec.items() if not k.startswith("_")}
+    result_file = run_dir / "result.json"
+    threads = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    env = {
+        **os.environ,
+        **threads,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "common.benchmark.runner",
+        "--one",
+        json.dumps(child),
+        "--result",
+        str(result_file),
+    ]
+    start = time.perf_counter()
+    with open(run_dir / "log.txt", "w", encoding="utf-8") as log:
+        try:
+            rc: int | str = subprocess.run(
+                command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout
+            ).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    row: dict[str, Any] = {"wall_s": round(time.perf_counter() - start, 1)}
+    if rc == 0 and result_file.is_file():
+        row.update(status="ok", **json.loads(result_file.read_text(encoding="utf-8")))
+        if not keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    else:
+        tail = (run_dir / "log.txt").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:]
+        row.update(status="failed", returncode=rc, error="\n".join(tail))
+    return row
+
+
+def run_specs(
+    specs: Sequence[dict[str, Any]],
+    data: DatasetInfo,
+    results_file: Path,
+    command: str,
+    jobs: int = 1,
+    timeout: float | None = None,
+    force: bool = False,
+    keep: bool = False,
+) -> list[dict[str, Any]]:
+    """Run the specs not finished before in ``results_file`` (same id and hash; ``force``: all), ``jobs`` at a time,
+    each row appended as it finishes; returns every row of the file."""
+    rows = {r["id"]: r for r in read_rows(results_file)}
+    todo = []
+    for spec in specs:
+        done = rows.get(spec["id"])
+        if done and done["status"] == "ok" and done["hash"] == spec["hash"] and not force:
+            print(f"== {spec['id']}: done before (Dice {done['dice_mean']:.3f}), skipped", flush=True)
+        else:
+            todo.append(spec)
+    origin = provenance()
+    if origin["dirty"]:
+        print("note: the work tree differs from its commit; these rows are marked dirty", flush=True)
+    versions = {b: bundle_version(b, REPO) for b in {s["bundle"] for s in todo if s["bundle"]}}
+
+    def one(spec: dict[str, Any]) -> None:
+        print(f"== {spec['id']}: started", flush=True)
+        row = {k: v for k, v in spec.items() if not k.startswith("_") and k not in ("run_dir", "dataset_dir")}
+        row["settings"] = row.pop("overrides")
+        row.update(run_parent(spec, data, timeout, keep))
+        row.update(origin, bundle_version=versions.get(spec["bundle"]), command=command)
+        row["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        append_rows(results_file, [row])
+        if row["status"] == "ok":
+            print(f"   {spec['id']}: Dice {row['dice_mean']:.3f}, {row['segmenter_steps']} steps, {row['wall_s']} s")
+        else:
+            print(f"   {spec['id']}: FAILED ({row['returncode']}); log {spec['run_dir']}/log.txt\n{row['error']}")
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(one, todo))
+    return read_rows(results_file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The child's entry point: ``--one SPEC --result FILE``."""
+    parser = argparse.ArgumentParser(description="one benchmark run (used by common.benchmark.runner.run_parent)")
+    parser.add_argument("--one", required=True)
+    parser.add_argument("--result", required=True)
+    args = parser.parse_args(argv)
+    write_text_atomic(args.result, json.dumps(run_child(json.loads(args.one)), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
