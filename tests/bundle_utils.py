@@ -82,3 +82,67 @@ def assert_report_consistent(report: dict) -> None:
             assert entry["n"] == len(values), (metric, name)
             if values:
                 assert math.isclose(entry["mean"], sum(values) / len(values), abs_tol=1e-6), (metric, name)
+
+
+def network_state(module: Any) -> dict[str, Any]:
+    """A CPU copy of ``module``'s state dict (a DDP wrapper's inner network)."""
+    module = getattr(module, "module", module)
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def same_state(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two state dicts have the same keys and bit-identical tensors."""
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
+
+
+def run_tracked(
+    name: str, configs: list[str], network_key: str = "network", **overrides: Any
+) -> tuple[ConfigWorkflow, dict[str, Any]]:
+    """Like :func:`run_workflow` (training); also returns the state of ``network_key`` before the run: its
+    initialisation (or the weights the config's ``initialize`` loaded)."""
+    workflow = make_workflow(name, configs, **overrides)
+    workflow.initialize()
+    initial = network_state(workflow.parser.get_parsed_content(network_key))
+    workflow.run()
+    workflow.finalize()
+    return workflow, initial
+
+
+def parameters_differ(network: Any, a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Some learnable parameter of ``network`` (not a buffer: batch-norm statistics change in a forward pass alone)
+    differs between its state dicts ``a`` and ``b``."""
+    import torch
+
+    names = [name for name, _ in getattr(network, "module", network).named_parameters()]
+    assert names and all(name in a and name in b for name in names), "a state dict lacks the network's parameters"
+    return any(not torch.equal(a[name].cpu(), b[name].cpu()) for name in names)
+
+
+def assert_trained_weights(path: str | Path, network: Any, initial: dict[str, Any]) -> None:
+    """The weights file ``path`` (a state dict, or ``{"model": state dict}``) holds exactly ``network``'s final
+    weights, and training changed them: some learnable parameter (not only a buffer such as batch-norm statistics,
+    which a forward pass alone updates) differs from ``initial``."""
+    import torch
+
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = saved["model"] if set(saved) == {"model"} else saved
+    assert same_state(saved, network_state(network)), f"{path} is not the trained network's weights"
+    assert saved.keys() == initial.keys(), f"{path} does not hold the network's keys"
+    assert parameters_differ(network, saved, initial), f"{path} holds the initial parameters: no step reached them"
+
+
+def assert_epoch_checkpoint(
+    ckpt_dir: str | Path, epochs: int, iterations: int, networks: dict[str, Any] | None = None
+) -> None:
+    """``ckpt_dir/checkpoint_epoch=<epochs>.pt`` (``common.handlers.ResumableCheckpoint``) records the trainer after
+    ``epochs`` epochs of ``iterations`` iterations in all, and holds each of ``networks`` (save_dict name -> module)
+    as it ended."""
+    import torch
+
+    checkpoint = torch.load(Path(ckpt_dir) / f"checkpoint_epoch={epochs}.pt", map_location="cpu", weights_only=False)
+    trainer = checkpoint["trainer"]
+    assert trainer["iteration"] == iterations and trainer["iteration"] // trainer["epoch_length"] == epochs, trainer
+    for key, module in (networks or {}).items():
+        assert same_state(checkpoint[key], network_state(module)), f"the checkpoint's {key!r} is not the final one"

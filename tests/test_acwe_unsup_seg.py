@@ -12,14 +12,18 @@ import pytest
 import torch
 from bundle_utils import (
     REPO,
+    assert_epoch_checkpoint,
     assert_panel,
     assert_report_consistent,
+    assert_trained_weights,
     config_path,
     make_workflow,
     missing_properties,
+    run_tracked,
     run_workflow,
+    same_state,
 )
-from monai.bundle import ckpt_export
+from monai.bundle import ConfigWorkflow, ckpt_export
 from PIL import Image
 
 from common.metrics import read_metrics
@@ -41,15 +45,22 @@ def _overrides(tmp: Path, mode: str = "mode1") -> dict:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """Mode 1, then modes 2 (fine-tuned from mode 1) and 4, one epoch each."""
+def training(tmp_path_factory) -> tuple[Path, dict[str, tuple[ConfigWorkflow, dict[str, torch.Tensor]]]]:
+    """Mode 1, then modes 2 (fine-tuned from mode 1) and 4, one epoch each: the folder, and per mode the finished
+    workflow and its network's weights before training."""
     tmp = tmp_path_factory.mktemp("acwe")
-    mode1 = run_workflow(BUNDLE, ["train.json"], **_overrides(tmp))
-    assert all("label" not in item for item in mode1.parser.get_parsed_content("train_data"))
+    runs = {"mode1": run_tracked(BUNDLE, ["train.json"], **_overrides(tmp))}
+    assert all("label" not in item for item in runs["mode1"][0].parser.get_parsed_content("train_data"))
     pretrained = str(tmp / "models" / "mode1" / "model.pt")
-    run_workflow(BUNDLE, ["train.json", "mode2_finetune.json"], pretrained_ckpt=pretrained, **_overrides(tmp, "mode2"))
-    run_workflow(BUNDLE, ["train.json", "mode4_joint.json"], **_overrides(tmp, "mode4"))
-    return tmp
+    configs = ["train.json", "mode2_finetune.json"]
+    runs["mode2"] = run_tracked(BUNDLE, configs, pretrained_ckpt=pretrained, **_overrides(tmp, "mode2"))
+    runs["mode4"] = run_tracked(BUNDLE, ["train.json", "mode4_joint.json"], **_overrides(tmp, "mode4"))
+    return tmp, runs
+
+
+@pytest.fixture(scope="module")
+def trained(training) -> Path:
+    return training[0]
 
 
 def test_metadata_validates():
@@ -78,10 +89,17 @@ def test_mode_data_and_losses(tmp_path: Path):
     assert (loss.acwe_weight, loss.label_weight, loss.acwe.nu, loss.label_loss.length_weight) == (1.0, 0.4, 0.004, 1.0)
 
 
-def test_training_writes_checkpoints(trained: Path):
-    for mode in ("mode1", "mode2", "mode4"):
-        assert (trained / "models" / mode / "model.pt").is_file()
-        assert (trained / "models" / mode / "checkpoint_epoch=1.pt").is_file()
+def test_training_writes_the_trained_models_and_checkpoints(training):
+    """Each mode's model.pt is its trained network (not the weights it started from), mode 2 starts from mode 1's
+    model.pt, and each epoch checkpoint records the one planned epoch (a pass over its loader) and the final network."""
+    tmp, runs = training
+    mode1_model = torch.load(tmp / "models" / "mode1" / "model.pt", map_location="cpu", weights_only=True)
+    assert same_state(runs["mode2"][1], mode1_model)  # fine-tuning starts from mode 1's model
+    for mode, (workflow, initial) in runs.items():
+        network = workflow.parser.get_parsed_content("network")
+        assert_trained_weights(tmp / "models" / mode / "model.pt", network, initial)
+        batches = len(workflow.parser.get_parsed_content("train#dataloader"))  # one epoch: a pass over the loader
+        assert_epoch_checkpoint(tmp / "models" / mode, 1, batches, {"network": network})
 
 
 def test_evaluate_writes_report_and_panel(trained: Path):
@@ -148,9 +166,10 @@ def test_mode1_finds_the_cells_with_no_label(tmp_path: Path):
 def test_mode4_trains_on_unlabelled_images_too(tmp_path: Path):
     """Mode 4 takes every training image; the unlabelled ones get placeholder labels (ACWE term only)."""
     overrides = {**_overrides(tmp_path, "mode4"), "labelled_fraction": 0.5}
-    workflow = run_workflow(BUNDLE, ["train.json", "mode4_joint.json"], **overrides)
+    workflow, initial = run_tracked(BUNDLE, ["train.json", "mode4_joint.json"], **overrides)
     items = workflow.parser.get_parsed_content("train_data")
     assert any("label" in item for item in items) and any("label" not in item for item in items)
     batch = next(iter(workflow.parser.get_parsed_content("train#dataloader")))
     assert batch["label"].shape == batch["image"].shape
-    assert (tmp_path / "models" / "mode4" / "model.pt").is_file()
+    network = workflow.parser.get_parsed_content("network")
+    assert_trained_weights(tmp_path / "models" / "mode4" / "model.pt", network, initial)

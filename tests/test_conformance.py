@@ -54,7 +54,7 @@ def _configs(bundle: Path) -> dict[str, dict]:
 
 
 def test_there_are_bundles():
-    """The conventions' six bundles are all found (the parametrized tests below would pass on an empty list)."""
+    """The seven bundles are all found (the parametrized tests below would pass on an empty list)."""
     expected = {
         "supervised_seg",
         "acwe_unsup_seg",
@@ -62,6 +62,7 @@ def test_there_are_bundles():
         "translation_semi_seg",
         "af_seg",
         "mipr_auto_annotation",
+        "unimatch_semi_seg",
     }
     assert expected <= {b.name for b in BUNDLES}
 

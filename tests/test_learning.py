@@ -1,6 +1,7 @@
 """Learning tests: each bundle, trained for seconds on a small task, reaches a Dice threshold, and what its key part
 does is asserted, so that a config that switches the key part off (a loss weight or learning rate of 0, a stage
-removed) fails here. The smoke tests of each bundle run one epoch and check files only.
+removed) fails here. The smoke tests of each bundle run one epoch and check what it wrote (the trained weights,
+the checkpoint's step), not what it learned.
 
 Thresholds come from measured runs (values in the comments: seeds 0 / 1 / 2, the bundle's ``seed`` key, 2 CPU cores);
 each lies well above chance (the ablation's value, also given) and well below what the method reaches.
@@ -93,6 +94,25 @@ def _inference_dice(
         scores.append(2 * (mask & label).sum() / max(mask.sum() + label.sum(), 1))
     assert len(scores) == len(list(images.iterdir())), "an image without its mask"
     return float(np.mean(scores))
+
+
+def _png_datalist(items: list[dict[str, Any]], folder: Path) -> Path:
+    """Write ``items`` (``{"image": (1, H, W) in [0, 1], "label": (1, H, W)}`` arrays) as 8-bit PNGs, as a viewer
+    shows them, under ``folder/images`` and ``folder/labels``; return ``folder/dataset.json`` listing them under
+    ``"training"`` (what ``_inference_dice`` reads)."""
+    entries = []
+    for sub in ("images", "labels"):
+        (folder / sub).mkdir(parents=True)
+    for i, item in enumerate(items):
+        image = np.clip(np.round(np.asarray(item["image"][0], np.float32) * 255), 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(folder / "images" / f"case_{i}.png")
+        Image.fromarray((np.asarray(item["label"][0]) > 0).astype(np.uint8) * 255).save(
+            folder / "labels" / f"case_{i}.png"
+        )
+        entries.append({"image": f"images/case_{i}.png", "label": f"labels/case_{i}.png"})
+    datalist = folder / "dataset.json"
+    datalist.write_text(json.dumps({"training": entries}), encoding="utf-8")
+    return datalist
 
 
 def _mean(log: list[dict[str, float]], key: str) -> float:
@@ -222,7 +242,8 @@ def test_adversarial_semi_seg_pseudo_labels(tmp_path: Path):
 # translation_semi_seg: cluttered MNIST 48 px, 160 P + 160 A images, 25% of P labelled, width 0.125, 2 epochs (~30 s)
 # ---------------------------------------------------------------------------------------------------------------------
 
-# 0.208 / 0.307 / 0.264; learning_rate 0: 0.079; rec / cyc / adv weight 0: 0.208 / 0.219 / 0.207
+# 0.208 / 0.307 / 0.264; learning_rate 0: 0.079; rec / cyc / adv weight 0: 0.208 / 0.219 / 0.207. inference.json's
+# masks of the same test images written as PNGs: 0.229 / 0.335 / 0.270; learning_rate 0: 0.079
 TRANSLATION_MIN_DICE = 0.14
 TRANSLATION_MAX_RECONSTRUCTION = (
     0.17  # test P images, mean |G_com + G_res - x|: 0.129 / 0.117 / 0.117; rec_weight 0: 0.215
@@ -235,8 +256,9 @@ TRANSLATION_MAX_CYCLE = 0.2
 def test_translation_semi_seg_translates_and_segments(tmp_path: Path):
     """The translation model trained briefly on cluttered MNIST: the P -> A -> P path reconstructs held-out test
     images (``rec_weight``), its translated images keep the discriminators from winning (``adv_weight``: without it
-    their loss falls to ~0.2), the A -> P -> A cycle error falls, and the test digits are segmented above chance
-    (the cycle bound does not catch ``cyc_weight`` 0 this early: the other terms train the same decoders)."""
+    their loss falls to ~0.2), the A -> P -> A cycle error falls, and the test digits are segmented above chance, by
+    the evaluation and by inference.json on the test images saved as PNGs (the cycle bound does not catch
+    ``cyc_weight`` 0 this early: the other terms train the same decoders)."""
     mnist = write_small_mnist(tmp_path / "mnist", num_train=400, num_test=40)
     overrides = {
         "mnist_source": str(mnist),
@@ -252,9 +274,8 @@ def test_translation_semi_seg_translates_and_segments(tmp_path: Path):
     }
     workflow, log = _train("translation_semi_seg", tmp_path, "train#trainer", **overrides)
     dice = _eval_dice("translation_semi_seg", tmp_path, **overrides)
-    images = torch.as_tensor(
-        np.stack([item["image"] for item in workflow.parser.get_parsed_content("datalists")["test"]])
-    ).float()
+    test = workflow.parser.get_parsed_content("datalists")["test"]
+    images = torch.as_tensor(np.stack([item["image"] for item in test])).float()
     with torch.no_grad():
         healthy, residual = workflow.parser.get_parsed_content("network").eval().translate(images)
     reconstruction = float((healthy + residual - images).abs().mean())
@@ -263,10 +284,75 @@ def test_translation_semi_seg_translates_and_segments(tmp_path: Path):
         f"translation_semi_seg: Dice {dice:.3f}, test reconstruction {reconstruction:.4f}, discriminator loss "
         f"{_mean(log[:10], 'loss_d'):.3f} -> {d_loss:.3f}, cycle {_mean(log[:10], 'loss_cyc'):.3f} -> {cycle:.3f}"
     )
+    datalist = _png_datalist(test, tmp_path / "test_png")
+    inferred = _inference_dice("translation_semi_seg", tmp_path, datalist, network_width=overrides["network_width"])
+    print(f"translation_semi_seg: inference.json's masks: {inferred:.3f}")
     assert dice >= TRANSLATION_MIN_DICE
+    assert inferred >= TRANSLATION_MIN_DICE  # the masks inference.json writes for the test PNGs, against the labels
     assert reconstruction <= TRANSLATION_MAX_RECONSTRUCTION
     assert d_loss >= TRANSLATION_MIN_D_LOSS
     assert cycle <= TRANSLATION_MAX_CYCLE
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# unimatch_semi_seg: 16 cells images (3 labelled, 8 unlabelled), 64 px, 20 epochs of 2 steps, threshold 0.95 (~20 s)
+# ---------------------------------------------------------------------------------------------------------------------
+
+UNIMATCH = {
+    "num_classes": 2,
+    "class_names": ["cell"],
+    "labelled_fraction": 0.25,
+    "patch_size": [64, 64],
+    "batch_size": 4,
+    "unlabeled_batch_size": 4,
+    # the paper's 0.01 leaves the weak predictions under 0.95 confidence in 40 steps (last-epoch coverage 0.002 /
+    # 0.000 / 0.000): 0.1 makes them confident within the test's time
+    "learning_rate": 0.1,
+    "max_epochs": 20,
+    "val_interval": 20,
+    "network_def#features": [8, 16, 32, 64, 128, 8],
+}
+# test split: 0.705 / 0.841 / 0.830; learning_rate 0: 0.256; supervised_only.json: 0.827 (the labels alone pass at this
+# size: what the unlabelled terms do is asserted below, not that they are needed). inference.json's masks of all 16
+# images: 0.750 / 0.833 / 0.820; learning_rate 0: 0.233
+UNIMATCH_MIN_DICE = 0.55
+# share of weak-view pixels at confidence >= 0.95, mean over the last epoch: 0.782 / 0.726 / 0.771 (the first steps:
+# ~0); learning_rate 0: 0.0001; supervised_only.json (strong and feature weights 0): 0
+UNIMATCH_MIN_COVERAGE = 0.4
+
+
+def test_unimatch_semi_seg_makes_confident_pseudo_labels_that_reach_the_loss(tmp_path: Path):
+    """UniMatch at the paper's threshold 0.95: the weak views' predictions on the unlabelled images become confident
+    (last-epoch coverage >= 0.4, from ~0), the strong-view and feature-perturbation terms are non-zero and in the
+    logged total with the config's weights, the test split reaches Dice >= 0.55, and so do the masks inference.json
+    writes, against the labels."""
+    dataset = ensure_demo_dataset("cells", tmp_path / "data", num_cases=16, image_size=64)
+    overrides = {"dataset_dir": str(dataset.parent), **UNIMATCH}
+    workflow, log = _train("unimatch_semi_seg", tmp_path, "train#trainer", **overrides)
+    weights = {k: float(workflow.parser.get_parsed_content(k)) for k in ("strong_weight", "feature_weight")}
+    datalists = workflow.parser.get_parsed_content("datalists")
+    assert (len(datalists["training"]), len(datalists["unlabeled"])) == (3, 8)
+    steps = len(datalists["unlabeled"]) // UNIMATCH["unlabeled_batch_size"]  # an epoch: a pass over the unlabelled
+    assert len(log) == UNIMATCH["max_epochs"] * steps
+    for r in log:  # the logged total: (L_s + strong_weight L_strong + feature_weight L_fp) / 2
+        expected = (
+            r["loss_sup"] + weights["strong_weight"] * r["loss_strong"] + weights["feature_weight"] * r["loss_fp"]
+        ) / 2
+        assert r["loss"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    last = log[-steps:]
+    dice = _eval_dice("unimatch_semi_seg", tmp_path, **overrides)
+    network = {k: UNIMATCH[k] for k in ("patch_size", "network_def#features")}
+    inferred = _inference_dice("unimatch_semi_seg", tmp_path, dataset, num_classes=2, **network)
+    print(
+        f"unimatch_semi_seg: Dice {dice:.3f}, inference.json's masks {inferred:.3f}, coverage "
+        f"{_mean(log[:steps], 'coverage'):.4f} -> {_mean(last, 'coverage'):.4f}, last epoch: strong term "
+        f"{_mean(last, 'loss_strong'):.4f}, feature term {_mean(last, 'loss_fp'):.4f}"
+    )
+    assert weights["strong_weight"] > 0 and weights["feature_weight"] > 0
+    assert dice >= UNIMATCH_MIN_DICE
+    assert inferred >= UNIMATCH_MIN_DICE  # the masks inference.json writes, against the labels
+    assert _mean(last, "coverage") >= UNIMATCH_MIN_COVERAGE
+    assert all(r["loss_strong"] > 0 and r["loss_fp"] > 0 for r in last)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

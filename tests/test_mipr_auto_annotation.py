@@ -8,7 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_utils import assert_panel, assert_report_consistent, missing_properties, run_workflow
+from bundle_utils import (
+    assert_epoch_checkpoint,
+    assert_panel,
+    assert_report_consistent,
+    make_workflow,
+    missing_properties,
+    network_state,
+    parameters_differ,
+    run_workflow,
+    same_state,
+)
+from monai.bundle import ConfigWorkflow
 from monai.transforms import LoadImage
 from PIL import Image
 from torch import nn
@@ -255,11 +266,23 @@ def _overrides(tmp: Path, **extra: object) -> dict:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    """The bundle's loop run once for three rounds on tiny demo data; returns its folder and the unlabelled count."""
+def training(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ConfigWorkflow, dict[str, dict]]:
+    """The bundle's loop run once for three rounds on tiny demo data: its folder, the finished workflow and the
+    initial weights of the segmenter (``network``) and the generator (``generator#network``)."""
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("mipr")
-    workflow = run_workflow(BUNDLE, ["train.json"], **_overrides(tmp))
+    workflow = make_workflow(BUNDLE, ["train.json"], **_overrides(tmp))
+    workflow.initialize()
+    initial = {key: network_state(workflow.parser.get_parsed_content(key)) for key in ("network", "generator#network")}
+    workflow.run()
+    workflow.finalize()
+    return tmp, workflow, initial
+
+
+@pytest.fixture(scope="module")
+def trained(training) -> tuple[Path, int]:
+    """The loop's folder and its unlabelled count."""
+    tmp, workflow, _ = training
     return tmp, len(workflow.parser.get_parsed_content("datalists")["unlabeled"])
 
 
@@ -269,8 +292,13 @@ def test_properties_complete(tmp_path: Path):
     assert missing_properties(BUNDLE, ["inference.json"], "infer", dataset_dir=str(tmp_path)) == []
 
 
-def test_three_rounds_write_pairs_models_and_counts(trained):
+def test_three_rounds_write_pairs_models_and_counts(trained, training):
+    """Per round: the counts add up, the accepted pairs are the round's training additions, S_k is a network of its
+    own trained from the initial weights (every round's differs from the initialisation and from the others), the
+    panel shows its pseudo-labels and G's images; model.pt is the last round's network and generator.pt G trained
+    for the planned epochs."""
     tmp, unlabelled = trained
+    _, workflow, initial = training
     rounds = json.loads((tmp / "outputs" / "mipr" / "rounds.json").read_text())
     assert [r["round"] for r in rounds] == [0, 1, 2, 3]
     for r in rounds[1:]:
@@ -283,9 +311,22 @@ def test_three_rounds_write_pairs_models_and_counts(trained):
         pairs = json.loads((tmp / "outputs" / "mipr" / f"round{r['round']}" / "datalist.json").read_text())
         assert len(pairs["training"]) == r["pairs"] == counts["accepted"]
         assert r["train_items"] == rounds[0]["train_items"] + r["pairs"]
-        assert (tmp / "models" / f"round{r['round']}" / "model.pt").is_file()
-        assert (tmp / "outputs" / "mipr" / f"panel_round{r['round']}.png").is_file()
-    assert (tmp / "models" / "generator.pt").is_file() and (tmp / "models" / "model.pt").is_file()
+        # image | pseudo-label | rearranged (G's image) | its label | truth
+        assert_panel(tmp / "outputs" / "mipr" / f"panel_round{r['round']}.png", "rcrcc")
+    segmenter = workflow.parser.get_parsed_content("network")
+    models = [torch.load(tmp / "models" / f"round{k}" / "model.pt", weights_only=True) for k in range(4)]
+    assert all(parameters_differ(segmenter, m, initial["network"]) for m in models)
+    assert all(parameters_differ(segmenter, a, b) for i, a in enumerate(models) for b in models[i + 1 :])
+    final = torch.load(tmp / "models" / "model.pt", weights_only=True)
+    assert same_state(final, models[3]) and same_state(final, network_state(segmenter))
+    generator = workflow.parser.get_parsed_content("generator#network")
+    saved = torch.load(tmp / "models" / "generator.pt", weights_only=True)
+    assert same_state(saved, network_state(generator))
+    assert parameters_differ(generator, saved, initial["generator#network"])
+    g_trainer = workflow.parser.get_parsed_content("generator#trainer")
+    epochs, steps = TINY["generator_epochs"], len(g_trainer.data_loader)
+    assert g_trainer.state.epoch == epochs and g_trainer.state.iteration == epochs * steps
+    assert_epoch_checkpoint(tmp / "models" / "generator_training", epochs, epochs * steps, {"generator": generator})
 
 
 def test_restart_skips_finished_rounds(trained):

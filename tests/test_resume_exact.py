@@ -143,6 +143,22 @@ CASES = {
         trainer="generator#trainer",
         ckpt_subdir="generator_training",
     ),
+    "unimatch_semi_seg": Case(  # the unlabelled loader drives the epochs; the labelled one is an endless pass
+        "unimatch_semi_seg",
+        ["train.json"],
+        lambda tmp, _: {
+            **_common(tmp),
+            "demo_kwargs": {"num_cases": 4, "image_size": 32, "depth": 8},
+            "labelled_fraction": 0.5,
+            "val_interval": 1,
+            "patch_size": [32, 32],
+            "batch_size": 3,  # 3 of 8 labelled slices: the labelled pass is mid-way at the stop
+            "unlabeled_batch_size": 4,
+            "semi_threshold": 0.0,  # every pixel confident: the unlabelled terms (and their randomness) from step 1
+            "network_def#features": [8, 16, 16, 32, 32, 8],
+        },
+        ["network", "optimizer", "lr_scheduler"],
+    ),
 }
 
 

@@ -9,8 +9,19 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from bundle_utils import assert_panel, assert_report_consistent, missing_properties, run_workflow
-from monai.bundle import ConfigParser
+import torch
+from bundle_utils import (
+    assert_epoch_checkpoint,
+    assert_panel,
+    assert_report_consistent,
+    assert_trained_weights,
+    missing_properties,
+    network_state,
+    run_tracked,
+    run_workflow,
+    same_state,
+)
+from monai.bundle import ConfigParser, ConfigWorkflow
 from PIL import Image
 from test_cluttered_mnist import write_small_mnist
 
@@ -68,10 +79,16 @@ def _overrides(tmp: Path, mnist_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, mnist_dir: Path) -> Path:
+def training(tmp_path_factory, mnist_dir: Path) -> tuple[Path, ConfigWorkflow, dict[str, torch.Tensor]]:
+    """The small run: its folder, its workflow (finished) and its network's initial weights."""
     tmp = tmp_path_factory.mktemp("translation")
-    run_workflow(BUNDLE, ["train.json"], **_overrides(tmp, mnist_dir))
-    return tmp
+    workflow, initial = run_tracked(BUNDLE, ["train.json"], **_overrides(tmp, mnist_dir))
+    return tmp, workflow, initial
+
+
+@pytest.fixture(scope="module")
+def trained(training) -> Path:
+    return training[0]
 
 
 def test_properties_complete(tmp_path: Path, mnist_dir: Path):
@@ -80,9 +97,14 @@ def test_properties_complete(tmp_path: Path, mnist_dir: Path):
     assert missing_properties(BUNDLE, ["inference.json"], "infer", dataset_dir=str(tmp_path), network_width=0.125) == []
 
 
-def test_training_writes_checkpoints(trained: Path):
-    assert (trained / "models" / "model.pt").is_file()
-    assert (trained / "models" / "checkpoint_epoch=1.pt").is_file()
+def test_training_writes_the_trained_model_and_checkpoint(training):
+    """model.pt is the trained network (not its initialisation); the epoch checkpoint records the planned schedule
+    (1 epoch of ``epoch_length`` 2) and holds the final networks."""
+    tmp, workflow, initial = training
+    network = workflow.parser.get_parsed_content("network")
+    assert_trained_weights(tmp / "models" / "model.pt", network, initial)
+    discriminators = {k: workflow.parser.get_parsed_content(k) for k in ("discriminator_a", "discriminator_p")}
+    assert_epoch_checkpoint(tmp / "models", 1, SMALL_RUN["epoch_length"], {"network": network, **discriminators})
 
 
 def test_evaluate_reports_soft_dice_and_writes_translation_panel(trained: Path, mnist_dir: Path):
@@ -115,18 +137,20 @@ def test_inference_png(trained: Path, tmp_path: Path):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_variant_trains(variant: str, tmp_path: Path, mnist_dir: Path):
-    workflow = run_workflow(BUNDLE, ["train.json", variant], **{**_overrides(tmp_path, mnist_dir), "epoch_length": 1})
+    overrides = {**_overrides(tmp_path, mnist_dir), "epoch_length": 1}
+    workflow, initial = run_tracked(BUNDLE, ["train.json", variant], **overrides)
     trainer = workflow.parser.get_parsed_content("train#trainer")
     assert trainer.state.iteration == 1 and np.isfinite(float(trainer.state.output["loss"]))
     name, directions = TRAINERS[variant]
     assert type(trainer).__name__ == name and getattr(trainer, "directions", None) == directions
-    assert (tmp_path / "models" / "model.pt").is_file()
+    trained = workflow.parser.get_parsed_content("network")
+    assert_trained_weights(tmp_path / "models" / "model.pt", trained, initial)  # the one step changed it
     # its model.pt loads into the inference network the docs give for it (strict: every key, every shape)
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     Image.fromarray(np.zeros((48, 48), np.uint8)).save(inputs / "digit.png")
     configs, overrides = INFERENCE[variant]
-    run_workflow(
+    inference = run_workflow(
         BUNDLE,
         ["inference.json", *configs],
         "infer",
@@ -136,7 +160,9 @@ def test_variant_trains(variant: str, tmp_path: Path, mnist_dir: Path):
         network_width=SMALL_RUN["network_width"],
         **overrides,
     )
-    assert (tmp_path / "pred" / "digit_seg.nii.gz").is_file()
+    assert same_state(network_state(inference.parser.get_parsed_content("network")), network_state(trained))
+    mask = np.squeeze(np.asarray(nib.load(tmp_path / "pred" / "digit_seg.nii.gz").dataobj))
+    assert mask.shape == (48, 48) and set(np.unique(mask)) <= {0, 1}
 
 
 @pytest.mark.parametrize(

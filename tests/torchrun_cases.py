@@ -10,6 +10,7 @@ from typing import Any
 from test_cluttered_mnist import write_small_mnist
 from test_mipr_auto_annotation import TINY as MIPR_TINY
 from test_translation_semi_seg import SMALL_RUN
+from test_unimatch_semi_seg import TORCHRUN_OVERRIDES as UNIMATCH_TORCHRUN
 
 from common.bundle import TorchrunResult, torchrun
 
@@ -59,6 +60,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     },
     "mipr_auto_annotation": {**MIPR_TINY, "num_rounds": 1, "max_epochs": 1, "generator_epochs": 1},
     "translation_semi_seg": {**SMALL_RUN, "val_interval": 1},
+    "unimatch_semi_seg": UNIMATCH_TORCHRUN,  # semi_threshold 0: the unlabelled terms run through DDP from step 1
 }
 
 # bundle -> files (relative to the checkpoint folder, or to the output folder for "outputs/...") rank 0 must write
@@ -69,6 +71,7 @@ EXPECTED_FILES: dict[str, tuple[str, ...]] = {
     "af_seg": ("model.pt",),
     "mipr_auto_annotation": ("round1/model.pt", "outputs/mipr/rounds.json"),
     "translation_semi_seg": ("model.pt", "checkpoint_epoch=1.pt"),
+    "unimatch_semi_seg": ("model.pt", "checkpoint_epoch=1.pt"),
 }
 
 BASE_PORT = {bundle: 29517 + 7 * i for i, bundle in enumerate(OVERRIDES)}
