@@ -37,9 +37,10 @@ import torch
 from ignite.engine import Events
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_demo import ACWE_DEMO, ADVERSARIAL_DEMO, AF_SEG_DEMO  # noqa: E402
+if str(REPO) not in sys.path:  # run as a script: the repository root, for the benchmarks package
+    sys.path.insert(0, str(REPO))
 
+from benchmarks.run_demo import ACWE_DEMO, ADVERSARIAL_DEMO, AF_SEG_DEMO  # noqa: E402
 from common.bundle import load_workflow  # noqa: E402
 
 

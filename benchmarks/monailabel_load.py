@@ -4,17 +4,18 @@
         [--images 5] [--warmup 1] [--threads 1] [--json FILE] [--markdown FILE]
 
 Starts ``monailabel_app/`` (monailabel 0.8.5 from its own environment, ``.venv/monailabel`` or ``MONAILABEL_PYTHON``, as
-the tests do) on 127.0.0.1 at a free port, in a temporary folder laid out by the tests' ``prepare_app_root``: the app,
-one copy of ``--bundle`` with its untrained network's weights (nothing is written into ``bundles/``), and a studies
-folder of ``--images`` small generated grey PNGs (48x56, a bright disk on noise, the tests' images). After ``--warmup``
-untimed requests (the first one loads the model), for each ``--concurrency`` value it sends ``--requests`` inference
-requests (``POST /infer/<bundle>?image=...&output=image``, cycling over the images) from a pool of that many threads,
-each thread waiting for its answer before sending the next (a bounded request loop: at most ``concurrency`` requests in
-flight), and checks each answer is a mask of the image's size with the bundle's label values (the tests'
-``concurrent_inference``). Printed, and written with ``--markdown``: one row per concurrency with the successes, p50
-(median) / p95 (nearest rank) / max latency (seconds from sending a request to its full answer), throughput (successful
-requests per second of the loop's wall time), the machine (CPU count, the server's torch threads: ``OMP_NUM_THREADS``,
-set by ``--threads``) and the command. ``--json FILE`` (``-`` for stdout) writes the same with every request's latency.
+the tests do) on 127.0.0.1 at a free port, in a temporary folder laid out by ``prepare_app_root`` of
+common/monailabel_harness.py (the tests' harness): the app, one copy of ``--bundle`` with its untrained network's
+weights (nothing is written into ``bundles/``), and a studies folder of ``--images`` small generated grey PNGs (48x56, a
+bright disk on noise, the tests' images). After ``--warmup`` untimed requests (the first one loads the model), for each
+``--concurrency`` value it sends ``--requests`` inference requests (``POST /infer/<bundle>?image=...&output=image``,
+cycling over the images) from a pool of that many threads, each thread waiting for its answer before sending the next
+(a bounded request loop: at most ``concurrency`` requests in flight), and checks each answer is a mask of the image's
+size with the bundle's label values (the harness's ``concurrent_inference``). Printed, and written with ``--markdown``:
+one row per concurrency with the successes, p50 (median) / p95 (nearest rank) / max latency (seconds from sending a
+request to its full answer), throughput (successful requests per second of the loop's wall time), the machine (CPU
+count, the server's torch threads: ``OMP_NUM_THREADS``, set by ``--threads``) and the command. ``--json FILE`` (``-``
+for stdout) writes the same with every request's latency.
 Loopback only: the server listens on 127.0.0.1 and every request goes there.
 """
 
@@ -34,11 +35,19 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO / "tests") not in sys.path:
-    sys.path.insert(0, str(REPO / "tests"))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-from test_monailabel import SERVER_PYTHON, SETUP_HINT, _free_port  # noqa: E402
-from test_monailabel_app import SIZE, AppServer, concurrent_inference, prepare_app_root, server_env  # noqa: E402
+from common.monailabel_harness import (  # noqa: E402
+    SERVER_PYTHON,
+    SETUP_HINT,
+    SIZE,
+    AppServer,
+    concurrent_inference,
+    free_port,
+    prepare_app_root,
+    server_env,
+)
 
 
 def summarise(latencies: list[float], successes: int, wall: float) -> dict[str, float]:
@@ -64,7 +73,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         root = Path(tmp)
         prepare_app_root(root, [args.bundle], num_images=args.images)
         env = {**server_env(root), "OMP_NUM_THREADS": str(args.threads)}
-        server = AppServer(root, _free_port(), [args.bundle], {"skip_trainers": "true"})
+        server = AppServer(root, free_port(), [args.bundle], {"skip_trainers": "true"})
         images = [f"img{i}" for i in range(args.images)]
         try:
             started = time.perf_counter()

@@ -5,14 +5,14 @@ real bundle run, against the bare arithmetic of its training steps.
         [--bare-steps 20] [--out /tmp/run_phases] [--json FILE] [--set JSON] [--quick]
     python benchmarks/run_phases.py --table FILE [FILE ...]
 
-Each arm runs as ``benchmarks/label_efficiency.py`` runs it (the same task data, prepared once under
-``<out>/data``, the same overrides from :func:`label_efficiency.plan`, the bundle's own configs, transforms, datasets
+Each arm runs as ``benchmarks/experiments/label_efficiency_v1.py`` runs it (the same task data, prepared once under
+``<out>/data``, the same overrides from :func:`label_efficiency_v1.plan`, the bundle's own configs, transforms, datasets
 and loaders, one torch thread, a fresh process), but in a child that marks the boundaries of its phases:
 
 * **start-up**: interpreter start, imports, reading and parsing the configs (``load_workflow`` + ``initialize``);
 * **data**: the datalists (``prepare_datalists``) and the caches of the datasets (``CacheDataset._fill_cache``);
 * **build**: the rest of building the trainer and evaluator (networks, optimisers, losses, loaders), in the order
-  the run itself builds them (so that its random draws and its Dice are those of ``label_efficiency.py``'s run);
+  the run itself builds them (so that its random draws and its Dice are those of ``label_efficiency_v1.py``'s run);
 * **training**: ``trainer.run()`` less validation, split into fetching batches (the loaders and their random
   transforms), the iteration function (``prepare_batch``, forward, backward, optimiser steps, the engine's own work)
   and the rest (event handlers: checkpoints, logging);
@@ -44,9 +44,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-for path in (REPO, REPO / "benchmarks"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(REPO) not in sys.path:  # run as a script: the repository root, for the benchmarks package
+    sys.path.insert(0, str(REPO))
 
 # arm -> (config ids of the trainer's loaders by trainer attribute, bare loop name in engine_overhead)
 BARE: dict[str, tuple[dict[str, str], str]] = {
@@ -127,8 +126,9 @@ def _plain(batch: Any) -> Any:
 def bare_arithmetic(workflow: Any, arm: str, steps: int) -> dict[str, Any]:
     """Median seconds (wall, CPU) per step of the bare loop of ``engine_overhead`` over ``steps`` batches drawn from
     the trainer's own loaders, after 2 untimed steps."""
-    import engine_overhead
     import torch
+
+    from benchmarks import engine_overhead
 
     loaders, bare_name = BARE[arm]
     bare = getattr(engine_overhead, bare_name)
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         print(table([r for f in args.table for r in json.loads(Path(f).read_text(encoding="utf-8"))]))
         return 0
-    import label_efficiency as le
+    from benchmarks.experiments import label_efficiency_v1 as le
 
     task = le.TASKS[args.task].scaled(args.quick)
     out = Path(args.out).resolve()

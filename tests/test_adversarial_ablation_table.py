@@ -1,13 +1,12 @@
-"""benchmarks/adversarial_ablation_table.py: each run's Dice, precision and recall paired with the control by seed."""
+"""benchmarks/experiments/adversarial_ablation_table.py: each run's Dice, precision and recall paired with the control
+by seed."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from benchmark_scripts import load_benchmark
-
-abl = load_benchmark("adversarial_ablation_table")
+from benchmarks.experiments import adversarial_ablation_table as abl
 
 
 def _write(runs: Path, pattern: str, seed: int, dice: float, precision: float, recall: float) -> None:

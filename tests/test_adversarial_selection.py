@@ -1,15 +1,15 @@
-"""benchmarks/adversarial_selection.py: the grid, the runs' identities, and a choice that reads the validation Dice
-only (never the test Dice every run also has)."""
+"""benchmarks/experiments/adversarial_selection.py: the grid, the runs' identities, and a choice that reads the
+validation Dice only (never the test Dice every run also has)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from benchmark_scripts import load_benchmark
+
+from benchmarks.experiments import adversarial_selection as sel
 
 REPO = Path(__file__).resolve().parent.parent
-sel = load_benchmark("adversarial_selection")
 le = sel.le
 
 DATA = {"dataset_dir": "/nowhere", "training_images": 100, "split_given": True}

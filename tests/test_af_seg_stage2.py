@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from benchmark_scripts import load_benchmark
 from monai.networks.nets import UNet
 
 import common.priors.deep_priors as priors
+from benchmarks import af_seg_stage2_cost
 from common.priors.deep_priors import (
     Stage2Progress,
     deep_segmentation_prior,
@@ -199,10 +199,9 @@ def test_images_within_budget_are_unchanged(tmp_path: Path):
 def test_cost_benchmark_script(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
     """``benchmarks/af_seg_stage2_cost.py`` on a small frame: one line per budget, with the fitting size and the
     times per step."""
-    script = load_benchmark("af_seg_stage2_cost")
     argv = ["af_seg_stage2_cost.py", "--height", "64", "--width", "96", "--steps", "3", "--budgets", "0", "2048"]
     monkeypatch.setattr("sys.argv", argv + ["--dsp-max-steps", "3", "--dsp-to-stop", "--dip-quality", "2"])
-    script.main()
+    af_seg_stage2_cost.main()
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("frame 64 x 96 (0.01 MP)") and len(lines) == 1 + 2 * 3
     assert lines[1].startswith("max_pixels off: fitted at 64 x 96 (0.01 MP); CPU s/step: DSP ")

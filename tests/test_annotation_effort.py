@@ -1,6 +1,6 @@
-"""The pure parts of benchmarks/annotation_effort.py, without a server: the pixels an annotator changes, the Dice of a
-pre-annotation, the arms plan and its run order, the seeded random pick, and the summary table and plot built from
-recorded rounds."""
+"""The pure parts of benchmarks/experiments/annotation_effort.py, without a server: the pixels an annotator changes,
+the Dice of a pre-annotation, the arms plan and its run order, the seeded random pick, and the summary table and plot
+built from recorded rounds."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from benchmark_scripts import load_benchmark
+
+from benchmarks.experiments import annotation_effort as effort
 
 REPO = Path(__file__).resolve().parent.parent
-effort = load_benchmark("annotation_effort")
 
 
 def test_pixels_changed_counts_every_differing_label():
@@ -87,7 +87,7 @@ def _record(results: list[dict]) -> dict:
         "settings": {**effort.asdict(settings)},
         "seeds": [0, 1],
         "machine": {"text": "test machine"},
-        "command": "python benchmarks/annotation_effort.py --quick",
+        "command": "python benchmarks/experiments/annotation_effort.py --quick",
         "wall_s": 60.0,
         "results": results,
     }
@@ -117,7 +117,7 @@ def test_summary_is_cumulative_and_averaged_over_seeds():
     assert "| random, start none | 2 | 170 ± 14 |" in table
     assert "| epistemic, start label-free | 1 | 60 ± 0 | 0.22 ± 0.00 |" in table
     assert "Failed arms: x: boom" in table
-    assert "`python benchmarks/annotation_effort.py --quick`" in table
+    assert "`python benchmarks/experiments/annotation_effort.py --quick`" in table
     json.dumps(_record(results))  # the record is plain JSON
 
 

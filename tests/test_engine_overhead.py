@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from benchmark_scripts import load_benchmark
+
+from benchmarks import engine_overhead as overhead
 
 REPO = Path(__file__).resolve().parent.parent
-overhead = load_benchmark("engine_overhead")
 
 
 @pytest.mark.parametrize("case", overhead.CASES, ids=lambda c: f"{c.trainer}-{c.variant or 'as configured'}")

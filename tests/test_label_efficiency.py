@@ -1,5 +1,6 @@
-"""benchmarks/label_efficiency.py: the equal-step rule, the paired comparison it reports, and an end-to-end
-``--quick`` run (a few arms, two seeds) whose outputs are checked for their structure and for being resumable."""
+"""benchmarks/experiments/label_efficiency_v1.py: the equal-step rule, the paired comparison it reports, and an
+end-to-end ``--quick`` run (a few arms, two seeds) whose outputs are checked for their structure and for being
+resumable."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from benchmark_scripts import load_benchmark
+
+from benchmarks.experiments import label_efficiency_v1 as le
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "benchmarks" / "label_efficiency.py"
-le = load_benchmark("label_efficiency")
+SCRIPT = REPO / "benchmarks" / "experiments" / "label_efficiency_v1.py"
 
 DATA = {"dataset_dir": "/nowhere", "training_images": 100, "split_given": True, "translation_sizes": {"num_train": 100}}
 
@@ -139,7 +140,7 @@ def test_quick_run_writes_tables_plot_and_resumes(tmp_path: Path):
     assert "| method | labelled images | method Dice | control Dice | mean paired Δ | 95% CI of paired Δ |" in table
     assert "| adversarial semi-supervised (adversarial_semi_seg) | 20 |" in table
     assert "n/a" in table and "`af_seg`" in table  # not applicable, with the reason
-    assert "QUICK RUN" in table and "Command: `python benchmarks/label_efficiency.py" in table
+    assert "QUICK RUN" in table and "Command: `python benchmarks/experiments/label_efficiency_v1.py" in table
     png = (folder / "label_efficiency.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     again = _run(tmp_path)  # resumable: finished runs with the same settings are skipped

@@ -1,53 +1,52 @@
 """The repository's MONAI Label app (``monailabel_app/``) on a real server: label-free and semi-supervised training
 with the datastore's unlabelled images, and batch pre-annotation of every unlabelled image.
 
-Runs like tests/test_monailabel.py (whose server and helpers it reuses): monailabel 0.8.5 from its own environment
-(``.venv/monailabel`` or ``MONAILABEL_PYTHON``), on 127.0.0.1 at a free port. The app folder and the bundles are
-copied into a temporary folder in the repository's layout (``<root>/monailabel_app``, ``<root>/bundles``), so the app
-finds the bundles where it finds the repository's by default, and weights (untrained networks') never land in
-``bundles/``. The studies folder starts as a folder of 5 PNG images without any label. The tests run in file order on
-one server: af_seg trains with no label, then adversarial_semi_seg with 2 final labels and 3 unlabelled images (one
-held out for validation, then none: it keeps its last network), then af_seg pre-annotates the images that still have
-no final label, MC-dropout scoring ranks them, and last 50 concurrent inference requests all get a valid mask
-(``concurrent_inference``, which benchmarks/monailabel_load.py also runs, with ``prepare_app_root`` and
-``server_env``). One test runs the app's train task alone, without a server.
+Runs on the harness of common/monailabel_harness.py (``AppServer``, ``prepare_app_root``, ``server_env``), like
+tests/test_monailabel.py: monailabel 0.8.5 from its own environment (``.venv/monailabel`` or ``MONAILABEL_PYTHON``), on
+127.0.0.1 at a free port. The app folder and the bundles are copied into a temporary folder in the repository's layout
+(``<root>/monailabel_app``, ``<root>/bundles``), so the app finds the bundles where it finds the repository's by
+default, and weights (untrained networks') never land in ``bundles/``. The studies folder starts as a folder of 5 PNG
+images without any label. The tests run in file order on one server: af_seg trains with no label, then
+adversarial_semi_seg with 2 final labels and 3 unlabelled images (one held out for validation, then none: it keeps its
+last network), then af_seg pre-annotates the images that still have no final label, MC-dropout scoring ranks them, and
+last 50 concurrent inference requests all get a valid mask (the harness's ``concurrent_inference``, which
+benchmarks/monailabel_load.py also runs). One test runs the app's train task alone, without a server.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_monailabel import (
+
+from common.monailabel_harness import (
+    NUM_IMAGES,
     REPO,
     SERVER_PYTHON,
     SETUP_HINT,
+    SIZE,
     TRAIN_TIMEOUT,
-    Server,
-    _add_bundle,
-    _check_mask,
-    _disk,
-    _free_port,
+    AppServer,
+    check_mask,
+    concurrent_inference,
+    free_port,
+    prepare_app_root,
+    server_env,
 )
 
 APP_BUNDLES = ["acwe_unsup_seg", "adversarial_semi_seg", "af_seg"]
 UNTRAINED = "acwe_unsup_seg"  # served without models/model.pt: trainable, then served for inference
-NUM_IMAGES = 5
 LABELLED = ["img0", "img1"]
 EPISTEMIC_BUNDLE = "adversarial_semi_seg"  # a U-Net: takes a dropout rate
-SIZE = (48, 56)  # (height, width)
 LOAD_BUNDLE = "adversarial_semi_seg"  # concurrent inference requests (issue 18: 50 at once, all succeed)
 LOAD_REQUESTS = 50
 LOAD_CONCURRENCY = 10
@@ -68,123 +67,6 @@ ADVERSARIAL_OVERRIDES = {
 }
 
 
-class AppServer(Server):
-    """``Server`` started with the repository's app (copied to ``root/monailabel_app``) instead of ``monaibundle``,
-    with the app's own ``--conf`` settings ``conf``."""
-
-    def __init__(self, root: Path, port: int, models: list[str], conf: dict[str, str]) -> None:
-        super().__init__(root, port, models)
-        self.app = root / "monailabel_app"
-        self.conf = conf
-
-    def command(self) -> list[str]:
-        """``Server``'s command line with this app and ``--conf`` from ``self.conf`` (its own are the monaibundle
-        app's)."""
-        cmd = [str(SERVER_PYTHON), "-m", "monailabel.main", "start_server", "--app", str(self.app)]
-        cmd += ["--studies", str(self.studies), "--host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1]]
-        for key, value in {"models": ",".join(self.models), **self.conf}.items():
-            cmd += ["--conf", key, value]
-        return cmd
-
-    def train(self, model: str, params: dict) -> dict:
-        """Start a training over HTTP and wait for its end; returns the final status (asserted ``DONE``)."""
-        started = json.loads(self.request("POST", f"/train/{model}", body=params)[0])
-        assert started.get("status") in ("SUBMITTED", "RUNNING", "DONE"), started
-        deadline = time.monotonic() + TRAIN_TIMEOUT
-        status: dict = {}
-        while time.monotonic() < deadline:
-            status = self.get("/train/", all="false")
-            if status.get("id") == started["id"] and status.get("status") not in ("SUBMITTED", "RUNNING"):
-                break
-            time.sleep(2)
-        details = "\n".join(status.get("details", [])[-40:])
-        assert status.get("status") == "DONE", f"{model}: training {status.get('status')}:\n{details}" + self.log_tail()
-        return status
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-
-def _image(index: int) -> tuple[np.ndarray, np.ndarray]:
-    """A bright disk on a noisy background (grey uint8) and its mask; the disk moves with ``index``."""
-    mask = _disk(*SIZE, shift=2 * index - 4)
-    rng = np.random.default_rng(index)
-    return np.clip(50 + 130 * mask + rng.normal(0, 8, SIZE), 0, 255).astype(np.uint8), mask.astype(np.uint8)
-
-
-def prepare_app_root(
-    root: Path, bundles: list[str], untrained: tuple[str, ...] = (), num_images: int = NUM_IMAGES
-) -> None:
-    """Lay out ``root`` for an :class:`AppServer`: the app in ``root/monailabel_app``, copies of ``bundles`` with their
-    untrained networks' weights in ``root/bundles`` (no ``models/model.pt`` for those in ``untrained``), ``num_images``
-    grey PNG images without labels in ``root/studies`` and their true masks in ``root/masks``."""
-    shutil.copytree(
-        REPO / "monailabel_app",
-        root / "monailabel_app",
-        ignore=shutil.ignore_patterns("logs", "model", "bin", "__pycache__"),
-    )
-    for bundle in bundles:
-        _add_bundle(bundle, root / "bundles")
-    for bundle in untrained:
-        (root / "bundles" / bundle / "models" / "model.pt").unlink()
-    (root / "studies").mkdir()
-    (root / "masks").mkdir()
-    for i in range(num_images):
-        image, mask = _image(i)
-        Image.fromarray(image).save(root / "studies" / f"img{i}.png")
-        Image.fromarray(mask).save(root / "masks" / f"img{i}.png")
-
-
-def server_env(root: Path) -> dict[str, str]:
-    """The server's environment: this one with the repository on ``PYTHONPATH``, ``OMP_NUM_THREADS`` (default 1),
-    sessions under ``root`` and no automatic rescoring."""
-    return {
-        **os.environ,
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-        "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
-        "PYTHONWARNINGS": "ignore",
-        "MONAI_LABEL_SESSION_PATH": str(root / "sessions"),
-        "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",  # score when the test asks, not after every training/next sample
-    }
-
-
-@dataclass
-class InferResult:
-    """One inference request of :func:`concurrent_inference`: its image, latency in seconds (send to full answer),
-    and the error it met (``None``: HTTP 200 and a valid mask)."""
-
-    image: str
-    latency: float
-    error: str | None = None
-
-
-def concurrent_inference(
-    server: AppServer, model: str, images: list[str], requests: int, concurrency: int
-) -> tuple[list[InferResult], float]:
-    """Send ``requests`` inference requests of ``model`` (cycling over ``images``) from a pool of ``concurrency``
-    threads, each waiting for its answer before taking the next, and check every answer is a mask of the image's size
-    with the bundle's label values; returns the results in submission order and the wall time of the whole loop."""
-
-    def one(image: str) -> InferResult:
-        start = time.perf_counter()
-        try:
-            content = server.infer(model, image)
-        except Exception as error:  # an HTTP error status, a refused connection, a timeout: a failed request
-            return InferResult(image, time.perf_counter() - start, f"{type(error).__name__}: {str(error)[:300]}")
-        latency = time.perf_counter() - start
-        try:
-            with Image.open(io.BytesIO(content)) as mask:
-                _check_mask(model, np.asarray(mask), SIZE, server)
-        except Exception as error:  # not an image, or a wrong size or label value
-            return InferResult(image, latency, f"invalid mask: {type(error).__name__}: {str(error)[:300]}")
-        return InferResult(image, latency)
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        results = list(pool.map(one, [images[i % len(images)] for i in range(requests)]))
-    return results, time.perf_counter() - start
-
-
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory):
     if not SERVER_PYTHON.is_file():
@@ -192,7 +74,7 @@ def app_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("monailabel_app")
     prepare_app_root(root, APP_BUNDLES, untrained=(UNTRAINED,))
     srv = AppServer(
-        root, _free_port(), APP_BUNDLES, {"epistemic_model": EPISTEMIC_BUNDLE, "epistemic_simulation_size": "4"}
+        root, free_port(), APP_BUNDLES, {"epistemic_model": EPISTEMIC_BUNDLE, "epistemic_simulation_size": "4"}
     )
     try:
         srv.start(server_env(root))
@@ -222,7 +104,7 @@ def test_af_seg_trains_without_labels_then_infers(app_server: AppServer, tmp_pat
     out = tmp_path / "mask.png"
     out.write_bytes(app_server.infer("af_seg", "img3"))
     with Image.open(out) as mask:
-        _check_mask("af_seg", np.asarray(mask), SIZE, app_server)
+        check_mask("af_seg", np.asarray(mask), SIZE, app_server)
 
 
 def test_acwe_unsup_seg_trains_without_labels_and_is_then_served(app_server: AppServer, tmp_path: Path):
@@ -234,7 +116,7 @@ def test_acwe_unsup_seg_trains_without_labels_and_is_then_served(app_server: App
     out = tmp_path / "mask.png"
     out.write_bytes(app_server.infer(UNTRAINED, "img3"))
     with Image.open(out) as mask:
-        _check_mask(UNTRAINED, np.asarray(mask), SIZE, app_server)
+        check_mask(UNTRAINED, np.asarray(mask), SIZE, app_server)
 
 
 def test_adversarial_semi_seg_trains_on_labels_and_unlabelled_images(app_server: AppServer):
@@ -357,7 +239,7 @@ def test_batch_preannotation_of_every_unlabelled_image(app_server: AppServer):
     assert {p.name.split(".")[0] for p in written} == unlabelled, written
     for path in written:
         with Image.open(path) as mask:
-            _check_mask("af_seg", np.asarray(mask), SIZE, app_server)
+            check_mask("af_seg", np.asarray(mask), SIZE, app_server)
     stats = app_server.get("/datastore/")
     assert stats["label_tags"] == {"final": len(final), "original": len(unlabelled)}, stats
     assert stats["completed"] == len(final), stats  # pre-annotations are not final labels

@@ -29,8 +29,9 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from test_monailabel import REPO, SERVER_PYTHON, SETUP_HINT
-from test_monailabel_app import LABELLED, NUM_IMAGES, prepare_app_root
+from test_monailabel_app import LABELLED
+
+from common.monailabel_harness import NUM_IMAGES, REPO, SERVER_PYTHON, SETUP_HINT, prepare_app_root
 
 TIMEOUT = 600
 UNLABELLED = sorted(f"img{i}" for i in range(NUM_IMAGES) if f"img{i}" not in LABELLED)

@@ -5,7 +5,7 @@ origin away from 0), lies in ``studies/patient1/ct/``. Checked:
 
 - ``lib/dicom_studies.convert_series`` alone (this environment): it writes ``studies/patient1_ct.nii.gz`` with the
   series' size, spacing, origin and direction, and a second call rewrites nothing;
-- on a real server (the harness of tests/test_monailabel_app.py, monailabel 0.8.5): the datastore lists the series
+- on a real server (the harness of common/monailabel_harness.py, monailabel 0.8.5): the datastore lists the series
   as image ``patient1_ct``, and batch pre-annotation stores its mask as that image's label with the series' size,
   spacing and origin.
 """
@@ -19,8 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from test_monailabel import REPO, SERVER_PYTHON, SETUP_HINT, _free_port
-from test_monailabel_app import AppServer, prepare_app_root, server_env
+
+from common.monailabel_harness import (
+    REPO,
+    SERVER_PYTHON,
+    SETUP_HINT,
+    AppServer,
+    free_port,
+    prepare_app_root,
+    server_env,
+)
 
 SHAPE = (10, 16, 16)  # slices, rows, columns
 SPACING = (0.7, 0.8, 2.5)  # x, y, z (mm)
@@ -101,7 +109,7 @@ def dicom_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("monailabel_dicom")
     prepare_app_root(root, [BUNDLE], num_images=0)
     series = write_series(root / "studies" / SERIES)
-    srv = AppServer(root, _free_port(), [BUNDLE], {})
+    srv = AppServer(root, free_port(), [BUNDLE], {})
     try:
         srv.start(server_env(root))
         yield srv, series

@@ -1,6 +1,6 @@
 """The repository's MONAI Label app started as on a fresh checkout, with no weights, on a real server (issue 29).
 
-The harness of tests/test_monailabel_app.py (monailabel 0.8.5 from its own environment, 127.0.0.1, a free port) with
+The harness of common/monailabel_harness.py (monailabel 0.8.5 from its own environment, 127.0.0.1, a free port) with
 one bundle, ``adversarial_semi_seg``, copied without ``models/model.pt`` and served through ``--conf bundles_dir``,
 as the epistemic (MC-dropout) model, on 5 tiny PNG images. The tests run in file order on one server:
 
@@ -27,8 +27,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_monailabel import REQUEST_TIMEOUT, SERVER_PYTHON, SETUP_HINT, TRAIN_TIMEOUT, _free_port
-from test_monailabel_app import ADVERSARIAL_OVERRIDES, LABELLED, NUM_IMAGES, AppServer, prepare_app_root, server_env
+from test_monailabel_app import ADVERSARIAL_OVERRIDES, LABELLED
+
+from common.monailabel_harness import (
+    NUM_IMAGES,
+    REQUEST_TIMEOUT,
+    SERVER_PYTHON,
+    SETUP_HINT,
+    TRAIN_TIMEOUT,
+    AppServer,
+    free_port,
+    prepare_app_root,
+    server_env,
+)
 
 BUNDLE = "adversarial_semi_seg"  # a U-Net: takes a dropout rate; served with no weights at start
 UNLABELLED = sorted(f"img{i}" for i in range(NUM_IMAGES) if f"img{i}" not in LABELLED)
@@ -92,7 +103,7 @@ def fresh_server(tmp_path_factory):
     (root / "new").mkdir()
     (root / "studies" / NEW_IMAGE).rename(root / "new" / NEW_IMAGE)  # uploaded after the first scoring
     conf = {"epistemic_model": BUNDLE, "epistemic_simulation_size": "4", "bundles_dir": str(root / "bundles")}
-    srv = AppServer(root, _free_port(), [BUNDLE], conf)
+    srv = AppServer(root, free_port(), [BUNDLE], conf)
     try:
         srv.start({**server_env(root), "MONAI_LABEL_AUTO_UPDATE_SCORING": "true"})  # as a Slicer user runs it
         yield srv

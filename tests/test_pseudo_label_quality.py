@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from benchmark_scripts import load_benchmark
 from bundle_utils import make_workflow
 from conftest import write_volume_dataset
 from ignite.engine import Engine, Events
@@ -18,6 +17,7 @@ from monai.handlers import StatsHandler
 from monai.transforms import Randomizable
 from torch import nn
 
+from benchmarks.experiments import label_efficiency_v1 as le
 from common.data import HiddenTruth
 from common.handlers import PseudoLabelQualityHandler
 from common.handlers.pseudo_label_quality import pseudo_label_counts, pseudo_label_quality
@@ -222,15 +222,9 @@ def test_bundle_handler_off_by_default_and_scoring_with_a_truth(tmp_path: Path):
     )
 
 
-def _benchmark():
-    """``benchmarks/label_efficiency.py`` as a module (the one test_label_efficiency.py loads, if loaded)."""
-    return load_benchmark("label_efficiency")
-
-
 def test_benchmark_hands_the_truth_to_the_method_only_and_prints_its_epochs(tmp_path: Path):
     """The adversarial arm gets a HiddenTruth of the task's dataset.json (its control none: no pseudo-labels, and
     its runs keep their hash); the table prints the last epoch's coverage and precision per seed, and every epoch."""
-    le = _benchmark()
     data = {"dataset_dir": "/data/task", "training_images": 100, "split_given": True}
     task = le.TASKS["mni_tissue"]
     by_id = {s["id"]: s for s in le.plan(task, data, ["adversarial", "adversarial_control"], [0], tmp_path)}

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmark_scripts import load_benchmark
+from benchmarks import run_phases
 
 
 def test_quick_run_prints_phases_and_ratios(tmp_path: Path, capsys):
-    run_phases = load_benchmark("run_phases")
     rows_file = tmp_path / "rows.json"
     assert run_phases.main(["--quick", "--bare-steps", "2", "--out", str(tmp_path), "--json", str(rows_file)]) == 0
     out = capsys.readouterr().out

@@ -1,5 +1,5 @@
-"""benchmarks/translation_curves.py: each config is the benchmark's translation recipe plus a validation every
-epoch and the last network kept; the table lays the curves out by epoch."""
+"""benchmarks/experiments/translation_curves.py: each config is the benchmark's translation recipe plus a validation
+every epoch and the last network kept; the table lays the curves out by epoch."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from benchmark_scripts import load_benchmark
+
+from benchmarks.experiments import translation_curves as tc
 
 REPO = Path(__file__).resolve().parent.parent
-tc = load_benchmark("translation_curves")
 le = tc.le
 
 TASK = le.TASKS["cluttered_mnist"]
@@ -112,7 +112,8 @@ def test_select_on_validation_tests_the_best_validation_network(tmp_path: Path):
 def test_separation_of_a_quick_run_scores_its_residual_against_the_digits(tmp_path: Path):
     """A quick curve run (8 steps) of the proposed model, then the separation diagnostic on its model.pt: after even
     these few steps its residual lies on the digits well above their share of the pixels (2.8 x here)."""
-    sep = load_benchmark("translation_separation")
+    from benchmarks.experiments import translation_separation as sep
+
     options = ["--quick", "--configs", tc.PAIRS[1][0], "--seeds", "0", "--out", str(tmp_path)]
     assert tc.main([*options, "--jobs", "1"]) == 0
     assert sep.main(options) == 0

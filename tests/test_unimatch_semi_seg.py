@@ -432,13 +432,22 @@ def test_monailabel_app_trains_and_serves_unimatch(tmp_path: Path):
     """The repository's MONAI Label app on a real server: one-epoch training over HTTP on 2 final labels (one held
     out for validation) and 3 unlabelled PNGs (which reach the loss: ``loss_strong`` and ``loss_fp`` are logged),
     then inference of one image with the new weights."""
-    from test_monailabel import SERVER_PYTHON, SETUP_HINT, _check_mask, _free_port
-    from test_monailabel_app import NUM_IMAGES, SIZE, AppServer, prepare_app_root, server_env
+    from common.monailabel_harness import (
+        NUM_IMAGES,
+        SERVER_PYTHON,
+        SETUP_HINT,
+        SIZE,
+        AppServer,
+        check_mask,
+        free_port,
+        prepare_app_root,
+        server_env,
+    )
 
     if not SERVER_PYTHON.is_file():
         pytest.fail(f"no MONAI Label environment at {SERVER_PYTHON}; make it with:\n{SETUP_HINT}", pytrace=False)
     prepare_app_root(tmp_path, [BUNDLE])
-    server = AppServer(tmp_path, _free_port(), [BUNDLE], {})
+    server = AppServer(tmp_path, free_port(), [BUNDLE], {})
     try:
         server.start(server_env(tmp_path))
         info = server.get("/info/")
@@ -461,7 +470,7 @@ def test_monailabel_app_trains_and_serves_unimatch(tmp_path: Path):
         out = tmp_path / "mask.png"
         out.write_bytes(server.infer(BUNDLE, "img3"))
         with Image.open(out) as mask:
-            _check_mask(BUNDLE, np.asarray(mask), SIZE, server)
+            check_mask(BUNDLE, np.asarray(mask), SIZE, server)
     finally:
         server.stop()
 

@@ -5,13 +5,14 @@ with the per-volume ACWE statistics (``acwe_region_statistics: volume``, the def
 form (``image``), segments the stack with ``inference.json`` and prints the 3D Dice, the foreground share of the
 object-free slices and the same for one Otsu threshold over the volume::
 
-    python benchmarks/acwe_volumes.py --max_epochs 20
+    python benchmarks/experiments/acwe_volumes.py --max_epochs 20
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,10 +20,14 @@ import nibabel as nib
 import numpy as np
 from skimage.filters import threshold_otsu
 
-from common import bundle
-from common.data.sparse_stack import sparse_stack
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # run as a script: the repository root, for common without an install
+    sys.path.insert(0, str(REPO))
 
-BUNDLE_ROOT = Path(__file__).resolve().parent.parent / "bundles" / "acwe_unsup_seg"
+from common import bundle  # noqa: E402
+from common.data.sparse_stack import sparse_stack  # noqa: E402
+
+BUNDLE_ROOT = REPO / "bundles" / "acwe_unsup_seg"
 
 
 def scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """CPU seconds per training iteration: the authors' original code for Vorontsov et al. (MedIA 2022) beside ours.
 
-    OMP_NUM_THREADS=1 python benchmarks/translation_vs_authors.py --authors-repo /tmp/genseg \\
+    OMP_NUM_THREADS=1 python benchmarks/experiments/translation_vs_authors.py --authors-repo /tmp/genseg \\
         --extra-path /tmp/fcn_maker [--iterations 6] [--labelled-fraction 0.01] [--out /tmp/translation_vs_authors]
 
 Getting the authors' code (nothing of it is copied into this repository; it is imported from the given paths):
@@ -51,12 +51,18 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
-from translation_cost import iteration_cpu_seconds
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # run as a script: the repository root, for the benchmarks package
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.translation_cost import iteration_cpu_seconds  # noqa: E402
 
 SIZE = 48
 CONFIG = "model/configs/mnist/bds3/bds3_003.py"

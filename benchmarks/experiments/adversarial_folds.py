@@ -1,7 +1,7 @@
 """Five-fold protocol of Tan et al. (2022, Sec. 4.1) for the adversarial_semi_seg bundle.
 
-    python benchmarks/adversarial_folds.py [--dataset-dir DIR] [--out outputs/adversarial_folds] [--folds 0 1 2 3 4]
-        [--epochs 25] [--only "semi, 1/8 labels"]
+    python benchmarks/experiments/adversarial_folds.py [--dataset-dir DIR] [--out outputs/adversarial_folds]
+        [--folds 0 1 2 3 4] [--epochs 25] [--only "semi, 1/8 labels"]
 
 Volumes are cut into five seeded folds (``common.data.folds.cross_validation_datalists``). Round ``k`` tests on
 fold ``k``; the fully supervised rows train on the other four folds, the semi-supervised rows on two labelled folds
@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from adversarial_tables import METRICS, ROWS, _slug, demo_overrides, run_row
 
-from common.data.demo import ensure_demo_dataset
-from common.data.folds import cross_validation_datalists
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # run as a script: the repository root, for the benchmarks package
+    sys.path.insert(0, str(REPO))
 
-REPO = Path(__file__).resolve().parent.parent
+from benchmarks.experiments.adversarial_tables import METRICS, ROWS, _slug, demo_overrides, run_row  # noqa: E402
+from common.data.demo import ensure_demo_dataset  # noqa: E402
+from common.data.folds import cross_validation_datalists  # noqa: E402
 
 
 def fold_table(results: dict[str, list[dict[str, Any]]]) -> str:

@@ -1,7 +1,7 @@
 """MIPR Table 1 protocol on the demo lesions: S trained on the true labels of the unlabelled set vs S trained on the
 labelled images plus MIPR's pairs after rounds 1, 2, 3, for U-Net and Attention U-Net, beside the paper's numbers.
 
-    python benchmarks/mipr_table.py [--out outputs/mipr_table] [--segmenters unet attention_unet]
+    python benchmarks/experiments/mipr_table.py [--out outputs/mipr_table] [--segmenters unet attention_unet]
 
 Per segmenter, on one split of the synthetic dermoscopy-like demo data (``common.data.demo`` "lesions", ISIC 2018
 layout; seed 0):
@@ -31,14 +31,18 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from common.bundle import run_workflow
-from common.metrics import read_metrics
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # run as a script: the repository root, for common without an install
+    sys.path.insert(0, str(REPO))
 
-REPO = Path(__file__).resolve().parent.parent
+from common.bundle import run_workflow  # noqa: E402
+from common.metrics import read_metrics  # noqa: E402
+
 BUNDLE = "mipr_auto_annotation"
 # Table 1 of Dai, Zhu et al. (2022), ISIC 2018: (pairs, DSC %, accuracy %) per row
 PAPER = {

@@ -1,7 +1,7 @@
 """Label efficiency on label-scarce tasks: each method of the collection against its like-for-like control at equal
 segmenter steps, over seeds, with the paired difference and its 95 % interval.
 
-    python benchmarks/label_efficiency.py --task cluttered_mnist     # or mni_tissue, cells_hard
+    python benchmarks/experiments/label_efficiency_v1.py --task cluttered_mnist     # or mni_tissue, cells_hard
         [--seeds 0 1 2] [--arms unet adversarial ...] [--labelled 20 all] [--jobs 2]
         [--out outputs/label_efficiency] [--quick] [--force] [--timeout S]
 
@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -1279,7 +1279,7 @@ def main(argv: list[str] | None = None) -> int:
         specs = [s for s in specs if s["labelled"] in wanted]
     results_path = out / "results.json"
     command = " ".join(
-        ["python benchmarks/label_efficiency.py", shlex.join(argv if argv is not None else sys.argv[1:])]
+        ["python benchmarks/experiments/label_efficiency_v1.py", shlex.join(argv if argv is not None else sys.argv[1:])]
     )
     start = time.perf_counter()
     run_specs(specs, results_path, args.jobs, command, args.timeout, force=args.force)

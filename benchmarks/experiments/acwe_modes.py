@@ -1,6 +1,7 @@
 """Train and evaluate the four modes of Chen & Frey (MIDL 2020) and the classical Chan-Vese on the bone demo data.
 
-    python benchmarks/acwe_modes.py [--out outputs/acwe_modes] [--epochs-scale 1.0] [--threads 1] [--image-size 96]
+    python benchmarks/experiments/acwe_modes.py [--out outputs/acwe_modes] [--epochs-scale 1.0] [--threads 1]
+        [--image-size 96]
 
 Modes (configs of ``bundles/acwe_unsup_seg``): 1 = ``train.json`` (ACWE loss only, no labels read), 2 / 3 =
 ``mode2_finetune.json`` / ``mode3_finetune.json`` (mode 1 fine-tuned with the label loss on 10 / 80 seeded labelled
@@ -25,12 +26,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from acwe_speed import BUNDLE, benchmark, bundle_parser, load_network, load_test_slices, run_network, speed_table
 
-from common.bundle import load_workflow, run_workflow
-from common.classical.chan_vese import chan_vese_segment
-from common.metrics import paired_difference, read_metrics
-from common.visualize import save_panel
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # run as a script: the repository root, for the benchmarks package
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.acwe_speed import (  # noqa: E402
+    BUNDLE,
+    benchmark,
+    bundle_parser,
+    load_network,
+    load_test_slices,
+    run_network,
+    speed_table,
+)
+from common.bundle import load_workflow, run_workflow  # noqa: E402
+from common.classical.chan_vese import chan_vese_segment  # noqa: E402
+from common.metrics import paired_difference, read_metrics  # noqa: E402
+from common.visualize import save_panel  # noqa: E402
 
 DEMO_KWARGS = {"num_cases": 8, "image_size": 96, "depth": 16}
 """Reduced demo data: 8 bone volumes of 96 x 96 x 16 (the paper: 8000 training slices of 192 x 192); ``--image-size``

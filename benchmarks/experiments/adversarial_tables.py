@@ -1,7 +1,8 @@
 """Tables 2 and 3 of Tan et al. (2022) on the demo data: train and evaluate every adversarial_semi_seg config.
 
-    python benchmarks/adversarial_tables.py [--out outputs/adversarial_tables] [--epochs 25] [--only "semi, 1/8 labels"]
-    python benchmarks/adversarial_tables.py --assemble   # table and panel from rows run before (e.g. in parallel)
+    python benchmarks/experiments/adversarial_tables.py [--out outputs/adversarial_tables] [--epochs 25]
+        [--only "semi, 1/8 labels"]
+    python benchmarks/experiments/adversarial_tables.py --assemble  # table and panel from rows run before (in parallel)
 
 Under CPU contention run it with ``OMP_NUM_THREADS=1`` (oversubscribed OpenMP threads slow PyTorch down many-fold).
 
@@ -31,12 +32,15 @@ import numpy as np
 import torch
 from ignite.engine import Events
 
-from common.bundle import load_workflow, run_workflow
-from common.handlers.resume import latest_checkpoint
-from common.metrics import read_metrics
-from common.visualize import save_panel
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # run as a script: the repository root, for common without an install
+    sys.path.insert(0, str(REPO))
 
-REPO = Path(__file__).resolve().parent.parent
+from common.bundle import load_workflow, run_workflow  # noqa: E402
+from common.handlers.resume import latest_checkpoint  # noqa: E402
+from common.metrics import read_metrics  # noqa: E402
+from common.visualize import save_panel  # noqa: E402
+
 BUNDLE = REPO / "bundles" / "adversarial_semi_seg"
 METRICS = ("iou", "dice", "specificity", "precision")
 

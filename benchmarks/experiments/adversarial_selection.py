@@ -1,13 +1,13 @@
 """Hung et al.'s semi-supervised hyper-parameters chosen on the labelled validation images, then the chosen setting
 against its like-for-like control on the test images.
 
-    python benchmarks/adversarial_selection.py [--task cluttered_mnist] [--labelled 20]
+    python benchmarks/experiments/adversarial_selection.py [--task cluttered_mnist] [--labelled 20]
         [--thresholds 0.2 0.1 0.03] [--semi-weights 0.1 1.0] [--adv-weights 0.001 0.1] [--semi-starts 0 3]
         [--selection-seeds 0] [--seeds 0 1 2] [--jobs 2] [--out outputs/label_efficiency] [--quick]
-    python benchmarks/adversarial_selection.py --chosen semi_threshold=0.2,semi_weight=1 --seeds 3 4 5 ...
+    python benchmarks/experiments/adversarial_selection.py --chosen semi_threshold=0.2,semi_weight=1 --seeds 3 4 5 ...
 
-Stage 1 (selection): the ``adversarial`` arm of ``benchmarks/label_efficiency.py`` (same data, labelled share,
-segmenter steps, semi start and network) with every pair of ``semi_threshold`` (Hung et al.'s T_semi, 0.2) and
+Stage 1 (selection): the ``adversarial`` arm of ``benchmarks/experiments/label_efficiency_v1.py`` (same data, labelled
+share, segmenter steps, semi start and network) with every pair of ``semi_threshold`` (Hung et al.'s T_semi, 0.2) and
 ``semi_weight`` (lambda_semi, 0.1) on the grid, for each ``--selection-seeds``. Each run's Dice on the task's
 labelled **validation** images after its last step (the ``validation_dice`` the benchmark records) is the only
 thing the choice reads: the setting with the highest mean validation Dice wins (ties: the grid's order, paper values
@@ -41,13 +41,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-for path in (REPO, REPO / "benchmarks"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # run as a script: the repository root, for the benchmarks package
+    sys.path.insert(0, str(REPO))
 
-import label_efficiency as le  # noqa: E402
-
+from benchmarks.experiments import label_efficiency_v1 as le  # noqa: E402
 from common.atomic_write import write_text_atomic  # noqa: E402
 
 PAPER = {"semi_threshold": 0.2, "semi_weight": 0.1}  # Hung et al. (2018), Sec. 4.2
@@ -241,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not base:
         raise SystemExit(f"{task.name} has no labelled amount {labelled}; choose from {task.labelled}")
-    command = "python benchmarks/adversarial_selection.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/experiments/adversarial_selection.py " + shlex.join(
+        argv if argv is not None else sys.argv[1:]
+    )
     results = out / "results.json"
     if args.chosen is not None:
         chosen, table = args.chosen, {}

@@ -1,7 +1,8 @@
 """Learning curves of every translation_semi_seg config on the label-scarce benchmark's cluttered MNIST recipe.
 
-    python benchmarks/translation_curves.py [--labelled 20] [--seeds 0] [--configs train.json seg_only.json ...]
-        [--jobs 2] [--out outputs/label_efficiency] [--png PATH] [--epochs-scale 1] [--select-on-validation] [--quick]
+    python benchmarks/experiments/translation_curves.py [--labelled 20] [--seeds 0]
+        [--configs train.json seg_only.json ...] [--jobs 2] [--out outputs/label_efficiency] [--png PATH]
+        [--epochs-scale 1] [--select-on-validation] [--quick]
 
 Each config (merged over ``train.json``; default every training variant of the bundle, and the key changes of
 ``VARIANTS``: ``train.json`` with ``segmentation_weight_decay`` 0 against the authors' decay of every parameter) runs
@@ -31,13 +32,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-for path in (REPO, REPO / "benchmarks"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # run as a script: the repository root, for the benchmarks package
+    sys.path.insert(0, str(REPO))
 
-import label_efficiency as le  # noqa: E402
-
+from benchmarks.experiments import label_efficiency_v1 as le  # noqa: E402
 from common.atomic_write import write_text_atomic  # noqa: E402
 
 # every training variant of the bundle (configs/), in the order of its docs: the method, its ablations, the baselines
@@ -233,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png", type=Path, default=None)
     args = parser.parse_args(argv)
     out, specs = curve_specs(args)
-    command = "python benchmarks/translation_curves.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/experiments/translation_curves.py " + shlex.join(
+        argv if argv is not None else sys.argv[1:]
+    )
     results = out / "results.json"
     rows = [r for r in le.run_specs(specs, results, args.jobs, command) if r["id"] in {s["id"] for s in specs}]
     text = markdown(rows, args.configs, command, args.quick, args.select_on_validation)

@@ -2,7 +2,8 @@
 ``adversarial_selection.py --chosen`` left for the full setting, its two ablations and the control, each paired with
 the control by seed (mean and 95 % t interval), read from each run's ``eval/metrics.json``.
 
-    python benchmarks/adversarial_ablation_table.py --runs /tmp/le/cluttered_mnist/selection/runs --seeds 3 4 5 ...
+    python benchmarks/experiments/adversarial_ablation_table.py --runs /tmp/le/cluttered_mnist/selection/runs \
+        --seeds 3 4 5 ...
 
 The runs (each ``--chosen`` over the same seeds, one results folder):
 
@@ -22,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 

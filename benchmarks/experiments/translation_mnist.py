@@ -2,7 +2,7 @@
 trains and evaluates the proposed model and every baseline / ablation config for a list of seeds at a stated (reduced)
 schedule and prints mean (std) over seeds beside the paper's values.
 
-    python benchmarks/translation_mnist.py --seeds 0 1 2 --num-train 2000 --max-epochs 5 --width 0.25 \\
+    python benchmarks/experiments/translation_mnist.py --seeds 0 1 2 --num-train 2000 --max-epochs 5 --width 0.25 \\
         --out outputs/translation_mnist [--jobs N]
 
 Two Dice values per run, both on all P test images: the paper's soft Dice accumulated over the test set
@@ -30,10 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common.bundle import load_workflow
-from common.metrics import read_metrics
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # run as a script: the repository root, for common without an install
+    sys.path.insert(0, str(REPO))
 
-REPO = Path(__file__).resolve().parent.parent
+from common.bundle import load_workflow  # noqa: E402
+from common.metrics import read_metrics  # noqa: E402
+
 BUNDLE = "translation_semi_seg"
 CONFIGS = REPO / "bundles" / BUNDLE / "configs"
 # name -> (variant config or None for train.json alone, paper Dice on cluttered MNIST 48x48 simple, 1% labels)

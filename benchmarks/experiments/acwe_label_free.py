@@ -1,6 +1,6 @@
 """acwe_unsup_seg mode 1 with no label anywhere, beside the classical methods, on one demo task and several seeds.
 
-    python benchmarks/acwe_label_free.py [--out outputs/acwe_label_free] [--demo-task cells] [--seeds 0 1 2]
+    python benchmarks/experiments/acwe_label_free.py [--out outputs/acwe_label_free] [--demo-task cells] [--seeds 0 1 2]
 
 Per seed (the seed of the split, of the network's initialisation and of the batches), on the same test images:
 
@@ -18,17 +18,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from common.bundle import run_workflow
-from common.classical.baselines import classical_segmentation, report_on_items
-from common.metrics import paired_difference, read_metrics
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # run as a script: the repository root, for common without an install
+    sys.path.insert(0, str(REPO))
 
-REPO = Path(__file__).resolve().parent.parent
+from common.bundle import run_workflow  # noqa: E402
+from common.classical.baselines import classical_segmentation, report_on_items  # noqa: E402
+from common.metrics import paired_difference, read_metrics  # noqa: E402
+
 RULES = {"bright": "ACWE mode 1, phase rule bright (default)", "none": "ACWE mode 1, no phase rule (paper)"}
 CLASSICAL = {"otsu": "Otsu threshold per image", "chan_vese": "Chan-Vese level set per image, no erosion"}
 

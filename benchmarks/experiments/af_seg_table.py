@@ -1,6 +1,6 @@
 """AF-Seg Table 1 on the demo data: classical method / AF-Seg / supervised U-Net, beside the paper's numbers.
 
-    python benchmarks/af_seg_table.py [--out outputs/af_seg_table] [--tasks cells vessels] [--epochs 10]
+    python benchmarks/experiments/af_seg_table.py [--out outputs/af_seg_table] [--tasks cells vessels] [--epochs 10]
 
 For each demo task the same split (seed 0, 50/20/30 train/validation/test as in the paper) is used by:
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,12 +31,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.bundle import run_workflow
-from common.classical.baselines import classical_segmentation, report_on_items
-from common.classical.coarse_masks import coarse_mask
-from common.metrics import MetricsFile, read_metrics
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # run as a script: the repository root, for common without an install
+    sys.path.insert(0, str(REPO))
 
-REPO = Path(__file__).resolve().parent.parent
+from common.bundle import run_workflow  # noqa: E402
+from common.classical.baselines import classical_segmentation, report_on_items  # noqa: E402
+from common.classical.coarse_masks import coarse_mask  # noqa: E402
+from common.metrics import MetricsFile, read_metrics  # noqa: E402
+
 METRICS = ("accuracy", "precision", "recall", "dice")
 PAPER = {  # Table 1 of Yu, Dong et al. (ISBI 2020): accuracy, precision, recall, Dice (mean, std)
     ("cells", "classical"): (0.982, 0.894, 0.806, 0.839, 0.070),

@@ -1,15 +1,16 @@
 """How much correction the annotation loop saves, measured over HTTP with a data set's true masks as the annotator.
 
-    python benchmarks/annotation_effort.py [--images 24] [--image-size 64] [--rounds 6] [--seeds 0 1]
+    python benchmarks/experiments/annotation_effort.py [--images 24] [--image-size 64] [--rounds 6] [--seeds 0 1]
         [--strategies random epistemic] [--starts label_free none] [--epochs 3] [--epoch-length 10]
         [--label-free acwe_unsup_seg] [--label-free-epochs 30] [--out outputs/annotation_effort]
         [--png docs/annotation_effort.png] [--quick]
 
 Each arm starts ``monailabel_app/`` (monailabel 0.8.5 from its own environment, as the tests and
-benchmarks/monailabel_load.py do, with their ``AppServer``, ``prepare_app_root`` and ``server_env``) on 127.0.0.1 in
-a fresh temporary folder: copies of the bundles with their untrained networks' weights (nothing is written into
-``bundles/``) and a studies folder of ``--images`` synthetic ``cells_hard`` images (``common.data.demo``, seed 0,
-``--image-size`` px; the same images for every arm) whose true masks are kept aside. Arms: strategy x start x seed,
+benchmarks/monailabel_load.py do, with common/monailabel_harness.py's ``AppServer``, ``prepare_app_root`` and
+``server_env``) on 127.0.0.1 in a fresh temporary folder: copies of the bundles with their untrained networks'
+weights (nothing is written into ``bundles/``) and a studies folder of ``--images`` synthetic ``cells_hard`` images
+(``common.data.demo``, seed 0, ``--image-size`` px; the same images for every arm) whose true masks are kept aside.
+Arms: strategy x start x seed,
 
 - strategy ``random``: the next image drawn uniformly from the images without a final label by a generator seeded
   with the arm's seed (MONAI Label's own ``/activelearning/random`` cannot be seeded from outside), so both starts of
@@ -63,14 +64,18 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO / "tests") not in sys.path:
-    sys.path.insert(0, str(REPO / "tests"))
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from test_monailabel import SERVER_PYTHON, SETUP_HINT, _free_port  # noqa: E402
-from test_monailabel_app import AppServer, prepare_app_root, server_env  # noqa: E402
+from common.monailabel_harness import (  # noqa: E402
+    SERVER_PYTHON,
+    SETUP_HINT,
+    AppServer,
+    free_port,
+    prepare_app_root,
+    server_env,
+)
 
 SEMI = "adversarial_semi_seg"  # retrained every round; its U-Net takes a dropout rate (epistemic scoring)
 LABEL_FREE_BUNDLES = ("acwe_unsup_seg", "af_seg")
@@ -496,7 +501,7 @@ def run_arm(
     record: dict[str, Any] = {"arm": arm.name, "slug": arm.slug, **asdict(arm), "rounds": [], "status": "failed"}
     env = {**server_env(root), "OMP_NUM_THREADS": str(settings.threads)}
     conf = {"epistemic_model": SEMI, "epistemic_simulation_size": str(settings.simulation_size)}
-    server = AppServer(root, _free_port(), bundles, conf)
+    server = AppServer(root, free_port(), bundles, conf)
     rng = np.random.default_rng(arm.seed)
     started = time.perf_counter()
     try:

@@ -1,15 +1,15 @@
 """Does the translation separate the digit from the clutter? The residual of every finished curve run, scored on the
 test target-present images of cluttered MNIST against their digit masks (a diagnostic; issue 17).
 
-    python benchmarks/translation_separation.py [the options of translation_curves.py that name its runs:
+    python benchmarks/experiments/translation_separation.py [the options of translation_curves.py that name its runs:
         --seeds --configs --epochs-scale --select-on-validation --labelled --out --quick]
 
-For each run of ``benchmarks/translation_curves.py`` with those options whose ``model.pt`` exists (the network that
-run tested), the network is built from the run's own configs and overrides, and ``G_res(c, u)`` (mode "translate")
-of each test P image is scored with :func:`common.metrics.translation_separation.residual_separation`: the share of
-the residual's magnitude that lies on the digit against the digit's share of the pixels (enrichment 1: the residual
-ignores the digit), and the Dice of Otsu's threshold of that magnitude (the mask translation alone would give, no
-label). A control trained without the translation terms has an untrained residual path: its row is the reference.
+For each run of ``benchmarks/experiments/translation_curves.py`` with those options whose ``model.pt`` exists (the
+network that run tested), the network is built from the run's own configs and overrides, and ``G_res(c, u)`` (mode
+"translate") of each test P image is scored with :func:`common.metrics.translation_separation.residual_separation`: the
+share of the residual's magnitude that lies on the digit against the digit's share of the pixels (enrichment 1: the
+residual ignores the digit), and the Dice of Otsu's threshold of that magnitude (the mask translation alone would give,
+no label). A control trained without the translation terms has an untrained residual path: its row is the reference.
 
 Written: ``<curves folder>/translation_separation.md`` (one row per run, mean over the test images) and
 ``translation_separation.json`` (the per-run means). The digit masks are the benchmark's hidden truth: nothing here
@@ -29,13 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-for path in (REPO, REPO / "benchmarks"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # run as a script: the repository root, for the benchmarks package
+    sys.path.insert(0, str(REPO))
 
-import translation_curves as tc  # noqa: E402
-
+from benchmarks.experiments import translation_curves as tc  # noqa: E402
 from common.atomic_write import write_text_atomic  # noqa: E402
 from common.bundle import load_workflow  # noqa: E402
 from common.metrics.translation_separation import SEPARATION_KEYS, residual_separation  # noqa: E402
@@ -102,8 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{spec['id']}: enrichment {row['enrichment']:.2f}, Otsu Dice {row['otsu_dice']:.3f}", flush=True)
         rows.append(row)
     if not rows:
-        raise SystemExit(f"no finished run under {out}: run benchmarks/translation_curves.py with the same options")
-    command = "python benchmarks/translation_separation.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+        raise SystemExit(
+            f"no finished run under {out}: run benchmarks/experiments/translation_curves.py with the same options"
+        )
+    command = "python benchmarks/experiments/translation_separation.py " + shlex.join(
+        argv if argv is not None else sys.argv[1:]
+    )
     text = markdown(rows, command)
     write_text_atomic(out / "translation_separation.md", text)
     write_text_atomic(out / "translation_separation.json", json.dumps(rows, indent=1))
