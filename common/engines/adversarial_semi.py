@@ -32,7 +32,7 @@ from monai.utils import CommonKeys as Keys
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from common.engines.utils import AmpTrainer, endless
+from common.engines.utils import AmpTrainer, endless, step_output
 
 __all__ = ["AdversarialSemiTrainer", "confident_pseudo_labels"]
 
@@ -217,17 +217,17 @@ class AdversarialSemiTrainer(AmpTrainer):
         if engine.scaler is not None:
             engine.scaler.update()
 
-        engine.state.output = {
-            Keys.IMAGE: images,
-            Keys.LABEL: labels,
-            Keys.PRED: logits.detach(),
-            Keys.LOSS: loss.detach(),
-            "loss_ce": loss_ce.detach(),
-            **{k: v.detach() for k, v in terms.items()},
-            "coverage": coverage,
-            "confidence_mean": confidence_mean,
-            "semi_active": float(semi_active),
-        }
+        engine.state.output = step_output(
+            images,
+            labels,
+            logits,
+            loss,
+            loss_ce=loss_ce,
+            **terms,
+            coverage=coverage,
+            confidence_mean=confidence_mean,
+            semi_active=float(semi_active),
+        )
         if confidence is not None:
             engine.state.output["confidence"] = confidence
         engine.fire_event(IterationEvents.MODEL_COMPLETED)

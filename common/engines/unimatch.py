@@ -35,7 +35,7 @@ from monai.inferers import Inferer, SimpleInferer
 from monai.utils import CommonKeys as Keys
 from torch.optim import Optimizer
 
-from common.engines.utils import AmpTrainer, endless
+from common.engines.utils import AmpTrainer, endless, step_output
 from common.losses.unimatch import ConfidentDiceLoss, confident_pseudo_labels, supervised_loss, unimatch_loss
 from common.transforms.cutmix import cutmix
 
@@ -202,14 +202,6 @@ class UniMatchTrainer(AmpTrainer):
         if engine.scaler is not None:
             engine.scaler.update()
 
-        engine.state.output = {
-            Keys.IMAGE: images,
-            Keys.LABEL: labels,
-            Keys.PRED: logits.detach(),
-            Keys.LOSS: loss.detach(),
-            "loss_sup": loss_sup.detach(),
-            **{k: v.detach() for k, v in terms.items()},
-            "coverage": coverage,
-        }
+        engine.state.output = step_output(images, labels, logits, loss, loss_sup=loss_sup, **terms, coverage=coverage)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

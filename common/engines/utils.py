@@ -169,3 +169,19 @@ class ScalarTerms:
         first = output[0] if isinstance(output, Sequence) else output
         keys = self.keys if self.keys is not None else [k for k in first if str(k).startswith("loss")]
         return {k: float(first[k]) for k in keys if k in first}
+
+
+def step_output(
+    images: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, loss: torch.Tensor, **terms: Any
+) -> dict[str, Any]:
+    """A training iteration's ``engine.state.output``: the batch ``(B, C, H, W)``, its labels, the detached logits
+    ``(B, K, H, W)`` and total loss, and each named term (tensors detached, numbers as they are)."""
+    from monai.utils import CommonKeys as Keys
+
+    return {
+        Keys.IMAGE: images,
+        Keys.LABEL: labels,
+        Keys.PRED: logits.detach(),
+        Keys.LOSS: loss.detach(),
+        **{k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in terms.items()},
+    }
