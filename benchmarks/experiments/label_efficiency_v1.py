@@ -111,6 +111,13 @@ class Task:
         return Task(**{**fields, **self.quick, "quick": {}})
 
 
+TRANSLATION_ARMS = (
+    "translation",
+    "translation_control",
+    "translation_seg_wd0",
+    "translation_control_seg_wd0",
+    "translation_seg_only",
+)
 TRANSLATION_NA = "needs target-absent images (slice-level labels); this task has none"
 ACWE_NA = "two-phase (one foreground class); this task has two tissue classes"
 TASKS: dict[str, Task] = {
@@ -146,11 +153,7 @@ TASKS: dict[str, Task] = {
         batch_size=8,
         unet_channels=(16, 32, 64, 128, 256),
         not_applicable={
-            "translation": TRANSLATION_NA,
-            "translation_control": TRANSLATION_NA,
-            "translation_seg_wd0": TRANSLATION_NA,
-            "translation_control_seg_wd0": TRANSLATION_NA,
-            "translation_seg_only": TRANSLATION_NA,
+            **{arm: TRANSLATION_NA for arm in TRANSLATION_ARMS},
             "acwe_unsup": ACWE_NA,
             "acwe_joint": ACWE_NA,
             "acwe_joint_control": ACWE_NA,
@@ -172,11 +175,7 @@ TASKS: dict[str, Task] = {
         batch_size=8,
         unet_channels=(16, 32, 64, 128, 256),
         not_applicable={
-            "translation": TRANSLATION_NA,
-            "translation_control": TRANSLATION_NA,
-            "translation_seg_wd0": TRANSLATION_NA,
-            "translation_control_seg_wd0": TRANSLATION_NA,
-            "translation_seg_only": TRANSLATION_NA,
+            **{arm: TRANSLATION_NA for arm in TRANSLATION_ARMS},
         },
         many_objects=True,
         quick={"steps": 6, "epochs": 2, "image_size": 32},
