@@ -3,7 +3,9 @@
 Every method has its like-for-like control (the same bundle and recipe with the unlabelled terms off) and is also
 compared with the strongest supervised recipe, ``unet`` (``supervised_seg``: Dice + CE, its augmentation), at equal
 segmenter steps. Label-free arms stand beside the classical methods a user tries first (Otsu, Chan-Vese without
-erosion) on the same test images. Whether an arm applies is derived from the data (:func:`not_applicable`).
+erosion) on the same test images; on 3D data also beside their volume forms (one Otsu threshold, one 3D Chan-Vese
+level set per test volume), every row then scored per test volume (:mod:`common.benchmark.volumes`). Whether an arm
+applies is derived from the data (:func:`not_applicable`).
 """
 
 from __future__ import annotations
@@ -220,8 +222,12 @@ ARMS: dict[str, Arm] = {
         Arm("af_seg", "AF-Seg, no labels (af_seg)", "af_seg", ("train.json",), "label-free", _af_seg, labels=False),
         Arm("otsu", "Otsu threshold per image (multi-Otsu for several classes)", None, (), "classical", labels=False),
         Arm("chan_vese", "Chan-Vese level set per image, no erosion", None, (), "classical", labels=False),
+        Arm("otsu_3d", "Otsu threshold per volume (one over each test volume)", None, (), "classical", labels=False),
+        Arm("chan_vese_3d", "3D Chan-Vese level set per volume, no erosion", None, (), "classical", labels=False),
     )
 }  # fmt: skip
+
+VOLUME_ARMS = ("otsu_3d", "chan_vese_3d")  # classical arms that segment whole volumes (3D data only)
 
 TRANSLATION_NA = (
     "translation_semi_seg reads cluttered MNIST and the BraTS / LiTS layouts (slice-level target-present and "
@@ -230,14 +236,18 @@ TRANSLATION_NA = (
 
 
 def not_applicable(data: DatasetInfo, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Arm -> why it does not apply to ``data`` (derived from its classes and channels), plus ``extra``."""
+    """Arm -> why it does not apply to ``data`` (derived from its dimensions, classes and channels), plus ``extra``."""
     out: dict[str, str] = {"translation": TRANSLATION_NA}
     if data.num_classes > 2:
         why = f"two-phase (one foreground class); this data set has {data.num_classes - 1} foreground classes"
-        out.update({k: why for k in ("acwe_joint", "acwe_joint_control", "acwe_unsup", "af_seg", "chan_vese")})
+        two_phase = ("acwe_joint", "acwe_joint_control", "acwe_unsup", "af_seg", "chan_vese", "chan_vese_3d")
+        out.update({k: why for k in two_phase})
     if data.num_channels > 1:
         why = f"one-channel images; this data set has {data.num_channels} channels"
-        out.update({k: why for k in ("otsu", "chan_vese")})
+        out.update({k: why for k in ("otsu", "chan_vese", *VOLUME_ARMS)})
+    if data.spatial_dims != 3:
+        why = f"one segmentation per 3D volume; this data set holds {data.spatial_dims}D images"
+        out.update({k: why for k in VOLUME_ARMS})
     out.update(extra or {})
     return out
 

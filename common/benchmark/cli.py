@@ -154,7 +154,10 @@ def write_outputs(
     task_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(task_dir / "label_efficiency.md", task_markdown(name, title, rows, task_info=info))
     plot_task(name, rows, task_dir / "label_efficiency.png")
-    parts = [recommendation_markdown(name, rows, k, dataset_dir) for k in sorted(labelled)]
-    write_text_atomic(task_dir / "recommendation.md", "\n\n".join(parts))
+    trained = {r["labelled"] for r in rows if r["status"] == "ok" and r["role"] in ("method", "reference")}
+    parts = [recommendation_markdown(name, rows, k, dataset_dir) for k in sorted(labelled) if k in trained]
+    if not parts:
+        parts = ["No method or U-Net run with labels finished, so there is nothing to recommend at these budgets."]
+    write_text_atomic(task_dir / "recommendation.md", "\n\n".join(parts) + "\n")
     for path in ("label_efficiency.md", "label_efficiency.png", "recommendation.md"):
         print(f"written: {task_dir / path}")

@@ -25,8 +25,10 @@ A row (``status`` "ok"; a failed run has ``status`` "failed", ``error`` and no D
     protocol         "v2"
     settings         the config overrides the run was given (paths made relative to the data folder)
     segmenter_steps  optimiser steps of the segmenter (checked equal between a method and its control)
-    dice_per_image   {test image id: Dice (mean over the foreground classes)}
+    spatial_dims     2 or 3: on 3D data every Dice is per test volume (common.benchmark.volumes)
+    dice_per_image   {test image or volume id: Dice (mean over the foreground classes)}
     dice_mean        mean of dice_per_image
+    slice_dice_mean  on 3D data: the mean Dice over the test slices the bundles' evaluation reports
     wall_s, cpu_s, peak_mib
     commit, dirty    git commit of the code and whether the work tree had changes
     versions         {"python", "torch", "monai", ...}

@@ -3,7 +3,9 @@
 A run is a spec (arm, labelled cases, seed, overrides, folders): :func:`plan` makes them, :func:`run_specs` runs
 those not yet in the results file (same id and settings hash), ``jobs`` at a time, appending each row as it
 finishes (:mod:`common.benchmark.results`). The child (``python -m common.benchmark.runner --one SPEC``) trains the
-bundle on the run's training datalist, then evaluates the last network on the test cases.
+bundle on the run's training datalist, then evaluates the last network on the test cases. On 3D data every row is
+scored per test volume (:mod:`common.benchmark.volumes`): the bundles evaluate slice by slice, and their slices are
+restacked into volumes, as are those of the classical arms.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ def plan(
                     "num_classes": data.num_classes,
                     "class_names": list(data.class_names),
                     "num_channels": data.num_channels,
+                    "spatial_dims": data.spatial_dims,
                     "use_unlabelled": arm.use_unlabelled,
                     "dataset_dir": str(data.root),
                 }
@@ -135,9 +138,20 @@ def provenance() -> dict[str, Any]:
 
 
 def _classical(spec: dict[str, Any], run_dir: Path, eval_datalist: Path) -> Path:
-    """Otsu or Chan-Vese on the prepared test images; returns the evaluation folder."""
-    from common.classical.baselines import classical_segmentation, report_on_items
+    """Otsu or Chan-Vese on the prepared test images (their volume forms on each test volume's prepared slices,
+    restacked, with intensities affine in the raw ones), scored per slice as the bundles' evaluations are, and per
+    volume on 3D data (``volumes.json``); returns the evaluation folder."""
+    from common.classical.baselines import (
+        VOLUME_INTENSITY,
+        VOLUME_METHODS,
+        classical_segmentation,
+        classical_segmentation_3d,
+        report_on_items,
+        report_on_volumes,
+    )
     from common.data import prepare_datalists
+
+    from .volumes import VOLUME_PREFIX, VolumeReport, slice_observer
 
     lists = prepare_datalists(
         None,
@@ -148,25 +162,43 @@ def _classical(spec: dict[str, Any], run_dir: Path, eval_datalist: Path) -> Path
         num_channels=spec["num_channels"],
         num_classes=spec["num_classes"],
         require_labels=False,
+        intensity=VOLUME_INTENSITY if spec["arm"] in VOLUME_METHODS else None,
     )
-    report = report_on_items(
-        lists["test"],
-        lambda image: classical_segmentation(image, spec["arm"], spec["num_classes"]),
-        spec["num_classes"],
-        spec["class_names"],
-    )
+    volumes = VolumeReport(spec["num_classes"], spec["class_names"]) if spec.get("spatial_dims") == 3 else None
+    on_slice = slice_observer(volumes) if volumes is not None else None
+    if spec["arm"] in VOLUME_METHODS:
+        report = report_on_volumes(
+            lists["test"],
+            lambda volume: classical_segmentation_3d(volume, spec["arm"], spec["num_classes"]),
+            spec["num_classes"],
+            spec["class_names"],
+            on_slice,
+        )
+    else:
+        report = report_on_items(
+            lists["test"],
+            lambda image: classical_segmentation(image, spec["arm"], spec["num_classes"]),
+            spec["num_classes"],
+            spec["class_names"],
+            on_slice,
+        )
     report.write(run_dir / "eval")
+    if volumes is not None:
+        volumes.finish().write(run_dir / "eval", VOLUME_PREFIX)
     return run_dir / "eval"
 
 
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
-    """Train then evaluate one run in this process; returns its Dice per test image, steps, time and memory."""
+    """Train then evaluate one run in this process; returns its Dice per test image (per test volume on 3D data, the
+    mean over slices beside it), steps, time and memory."""
     import logging
 
     import torch
 
-    from common.bundle import load_workflow, run_workflow
+    from common.bundle import load_workflow
     from common.metrics import read_metrics
+
+    from .volumes import VOLUME_PREFIX, report_per_volume
 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
@@ -194,8 +226,16 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         eval_dir = run_dir / "eval"
         overrides["datalist_file"] = str(datalists["eval"])
         eval_configs = [*spec["train_configs"], "evaluate.json"]
-        run_workflow(spec["bundle"], eval_configs, "eval", **overrides, eval_dir=str(eval_dir))
+        workflow = load_workflow(spec["bundle"], eval_configs, "eval", **overrides, eval_dir=str(eval_dir))
+        if spec.get("spatial_dims") == 3:
+            report_per_volume(workflow)
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
     metrics = read_metrics(eval_dir)
+    if spec.get("spatial_dims") == 3:  # scored per test volume; the mean over the test slices kept beside it
+        result["slice_dice_mean"] = metrics.mean()
+        metrics = read_metrics(eval_dir / f"{VOLUME_PREFIX}.json")
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result.update(
         dice_mean=metrics.mean(),

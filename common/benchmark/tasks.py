@@ -6,6 +6,9 @@ with the budget and labelled amounts the benchmark uses on it.
 * ``mni_tissue``: real T1 MRI, the MNI152 2009a template (``common.data.mni_tissue``): axial slices, grey / white
   matter, contiguous slabs per split; 4 and 12 labelled slices.
 * ``cells_hard``: synthetic microscopy made hard on purpose (``common.data.demo``, 128 px); 4 labelled images.
+* ``sparse_stack``: synthetic 3D stacks whose nuclei fill a minority of the slices (``common.data.sparse_stack``):
+  10 volumes of 48 x 48 x 24, 3 of them the test list; 2 labelled volumes. The label-free rows on volumes, beside
+  the classical methods per slice and per volume.
 """
 
 from __future__ import annotations
@@ -64,6 +67,17 @@ def _cells_hard(data_dir: Path, quick: bool) -> Path:
     return ensure_demo_dataset("cells_hard", data_dir / "cells_hard", seed=0, num_cases=cases, image_size=size).parent
 
 
+def _sparse_stack(data_dir: Path, quick: bool) -> Path:
+    from common.data.sparse_stack import sparse_stack_msd
+
+    sizes = (
+        {"num_volumes": 5, "num_test": 2, "size": 48, "depth": 12, "object_slices": 8, "num_nuclei": 3}
+        if quick
+        else {"num_volumes": 10, "num_test": 3, "size": 48, "depth": 24, "object_slices": 10, "num_nuclei": 4}
+    )
+    return sparse_stack_msd(data_dir, **sizes)
+
+
 TASKS: dict[str, BuiltinTask] = {
     t.name: t
     for t in (
@@ -98,6 +112,15 @@ TASKS: dict[str, BuiltinTask] = {
             labelled=(4,),
             budget=Budget("default", steps=300, epochs=10, batch_size=8, image_size=128),
             quick_budget=Budget("quick", steps=6, epochs=2, batch_size=8, image_size=32),
+            many_objects=True,
+        ),
+        BuiltinTask(
+            "sparse_stack",
+            "synthetic 3D stacks, nuclei in a minority of the slices, drift and noise elsewhere, 48 x 48 x 24",
+            _sparse_stack,
+            labelled=(2,),
+            budget=Budget("default", steps=300, epochs=6, batch_size=8, image_size=48),
+            quick_budget=Budget("quick", steps=4, epochs=2, batch_size=4, image_size=48),
             many_objects=True,
         ),
     )
