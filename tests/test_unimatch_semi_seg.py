@@ -13,7 +13,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_utils import config_path, make_workflow, missing_properties, run_workflow
+from bundle_utils import (
+    assert_epoch_checkpoint,
+    assert_panel,
+    config_path,
+    make_workflow,
+    missing_properties,
+    network_state,
+    run_workflow,
+    same_state,
+)
 from ignite.engine import Events
 from monai.data import DataLoader, Dataset
 from monai.handlers import StatsHandler
@@ -352,7 +361,7 @@ def test_paper_settings_are_the_defaults():
 
 def test_training_uses_the_unlabelled_images(trained: tuple[Path, list[dict]]):
     tmp, outputs = trained
-    assert (tmp / "models" / "model.pt").is_file() and (tmp / "models" / "checkpoint_epoch=2.pt").is_file()
+    assert_epoch_checkpoint(tmp / "models", 2, len(outputs))  # two epochs of every unlabelled batch
     datalist = json.loads(next((tmp / "outputs" / "prepared").glob("*/datalist.json")).read_text(encoding="utf-8"))
     assert datalist["unlabeled"] and all("label" not in item for item in datalist["unlabeled"])
     # an epoch is a pass over the unlabelled slices (full batches of 4)
@@ -371,7 +380,7 @@ def test_resume_and_terms_logged(trained: tuple[Path, list[dict]]):
     trainer = workflow.parser.get_parsed_content("train#trainer")
     assert trainer.state.epoch == 3 and trainer.state.iteration == 3 * len(outputs) // 2
     assert trainer.data_loader is trainer.unlabeled_data_loader
-    assert (tmp / "models" / "checkpoint_epoch=3.pt").is_file()
+    assert_epoch_checkpoint(tmp / "models", 3, trainer.state.iteration, {"network": trainer.network})
     stats = [h for h in workflow.parser.get_parsed_content("train#handlers") if isinstance(h, StatsHandler)]
     logged = stats[0].output_transform(trainer.state.output)
     assert set(TERMS) <= set(logged)
@@ -382,7 +391,7 @@ def test_evaluate_reports_per_class(trained: tuple[Path, list[dict]]):
     run_workflow(BUNDLE, ["train.json", "evaluate.json"], **_overrides(tmp))
     summary = json.loads((tmp / "outputs" / "eval" / "metrics.json").read_text(encoding="utf-8"))["summary"]
     assert set(summary["dice"]) == {"aorta", "pulmonary artery", "mean"}
-    assert (tmp / "outputs" / "eval" / "panel.png").is_file()
+    assert_panel(tmp / "outputs" / "eval" / "panel.png", "icc")
 
 
 def test_supervised_only_is_the_same_schedule_without_the_unlabelled_terms(trained, tmp_path: Path):
@@ -392,7 +401,8 @@ def test_supervised_only_is_the_same_schedule_without_the_unlabelled_terms(train
     assert not trainer.uses_unlabeled
     assert all(o["coverage"] == 0.0 and o["loss_strong"] == 0.0 and o["loss_fp"] == 0.0 for o in outputs)
     assert all(o["loss"] == o["loss_sup"] for o in outputs)
-    assert (tmp_path / "models" / "model.pt").is_file()
+    saved = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert same_state(saved, network_state(trainer.network))  # the last network (no validation ran)
 
 
 def test_fixmatch_has_one_strong_view_and_no_feature_term(tmp_path: Path):
