@@ -180,3 +180,17 @@ def test_quick_run_on_a_user_folder_writes_results_tables_plot_and_recommendatio
     assert "adversarial" in (task_dir / "label_efficiency.md").read_text()
     recommendation = (task_dir / "recommendation.md").read_text()
     assert "supervised_seg" in recommendation and str(folder) in recommendation
+
+
+def test_record_coverage_gives_each_epochs_mean() -> None:
+    from ignite.engine import Engine
+
+    from common.benchmark.runner import record_coverage
+
+    values = iter([0.2, 0.4, 0.6, 1.0])
+    trainer = Engine(lambda engine, batch: {"coverage": next(values)})
+    coverage = record_coverage(trainer)
+    trainer.run([0, 1], max_epochs=2)
+    assert coverage == [0.3, 0.8]
+    silent = Engine(lambda engine, batch: {"loss": 1.0})
+    assert (record_coverage(silent), silent.run([0], max_epochs=1))[0] == [None]

@@ -275,3 +275,15 @@ def test_recommendation_falls_back_to_supervised_seg():
     assert "Fewer than the protocol's 5 seeds is not a verdict" in text
     with pytest.raises(ValueError, match="no method or U-Net runs at 50"):
         recommendation_markdown("toy", rows, 50, "/data/my_task")
+
+
+def test_coverage_lines_average_the_first_and_last_epoch_over_seeds() -> None:
+    from common.benchmark.report import coverage_lines
+
+    rows = [
+        {"arm": "unimatch", "labelled": 20, "coverage_per_epoch": [0.1, 0.5]},
+        {"arm": "unimatch", "labelled": 20, "coverage_per_epoch": [0.3, None, 0.7]},
+        {"arm": "unet", "labelled": 20},
+    ]
+    assert coverage_lines(rows)[2] == "- `unimatch` @ 20: first epoch 0.200, last epoch 0.600 (2 runs)"
+    assert coverage_lines(rows[2:]) == []

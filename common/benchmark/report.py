@@ -224,6 +224,7 @@ def task_markdown(
             comparison_table(free, "label-free arm"),
             "",
         ]
+    out += coverage_lines(used)
     if notes:
         out += ["Rows left out or flagged:", ""] + [f"- {n}" for n in notes] + [""]
     not_applicable = (task_info or {}).get("not_applicable") or {}
@@ -231,6 +232,24 @@ def task_markdown(
         out += ["Not applicable to this task:", ""]
         out += [f"- `{arm}`: {reason}" for arm, reason in sorted(not_applicable.items())] + [""]
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def coverage_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Per semi-supervised arm and labelled amount: the share of unlabelled pixels above its confidence threshold
+    (those that get a pseudo-label) at the first and last epoch, mean over seeds (rows with ``coverage_per_epoch``)."""
+    groups: dict[tuple[str, int], list[list[float]]] = {}
+    for r in rows:
+        values = [v for v in r.get("coverage_per_epoch") or [] if v is not None]
+        if values:
+            groups.setdefault((r["arm"], r["labelled"]), []).append(values)
+    if not groups:
+        return []
+    out = ["Share of unlabelled pixels above the confidence threshold (they get a pseudo-label), mean over seeds:", ""]
+    for (arm, k), runs in sorted(groups.items()):
+        first = sum(v[0] for v in runs) / len(runs)
+        last = sum(v[-1] for v in runs) / len(runs)
+        out.append(f"- `{arm}` @ {k}: first epoch {first:.3f}, last epoch {last:.3f} ({len(runs)} runs)")
+    return out + [""]
 
 
 # ------------------------------------------------------------------------------------------------------------ plot

@@ -29,6 +29,8 @@ A row (``status`` "ok"; a failed run has ``status`` "failed", ``error`` and no D
     dice_per_image   {test image or volume id: Dice (mean over the foreground classes)}
     dice_mean        mean of dice_per_image
     slice_dice_mean  on 3D data: the mean Dice over the test slices the bundles' evaluation reports
+    coverage_per_epoch  semi-supervised arms: each epoch's mean share of unlabelled pixels above the confidence
+                     threshold (the pixels that get a pseudo-label)
     wall_s, cpu_s, peak_mib
     commit, dirty    git commit of the code and whether the work tree had changes
     versions         {"python", "torch", "monai", ...}

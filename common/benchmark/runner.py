@@ -188,6 +188,29 @@ def _classical(spec: dict[str, Any], run_dir: Path, eval_datalist: Path) -> Path
     return run_dir / "eval"
 
 
+def record_coverage(trainer: Any) -> list[float | None]:
+    """A list that fills, as ``trainer`` runs, with each epoch's mean ``coverage`` (the share of unlabelled pixels
+    whose pseudo-label passes the method's confidence threshold, from the trainer's iteration output; ``None`` for an
+    epoch without it): what explains a method whose unlabelled terms do not move Dice."""
+    from ignite.engine import Events
+
+    per_epoch: list[float | None] = []
+    values: list[float] = []
+
+    def collect(engine: Any) -> None:
+        output = engine.state.output
+        if isinstance(output, dict) and output.get("coverage") is not None:
+            values.append(float(output["coverage"]))
+
+    def close(engine: Any) -> None:
+        per_epoch.append(round(sum(values) / len(values), 4) if values else None)
+        values.clear()
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, collect)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, close)
+    return per_epoch
+
+
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     """Train then evaluate one run in this process; returns its Dice per test image (per test volume on 3D data, the
     mean over slices beside it), steps, time and memory."""
@@ -215,8 +238,11 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         overrides.update(output_dir=str(run_dir / "outputs"), ckpt_dir=str(run_dir / "models"))
         workflow = load_workflow(spec["bundle"], spec["train_configs"], "train", **overrides)
         workflow.initialize()
+        coverage = record_coverage(workflow.parser.get_parsed_content("train#trainer"))
         workflow.run()
         workflow.finalize()
+        if any(v is not None for v in coverage):
+            result["coverage_per_epoch"] = coverage
         steps = int(workflow.parser.get_parsed_content("train#trainer").state.iteration)
         rounds = overrides.get("num_rounds", 0) if spec["bundle"] == "mipr_auto_annotation" else 0
         result["segmenter_steps"] = steps * (rounds + 1)  # MIPR trains its segmenter anew in each round
