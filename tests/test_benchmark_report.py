@@ -130,8 +130,13 @@ def test_unequal_segmenter_steps_are_not_compared():
     assert otsu.reading == "better" and otsu.p is not None
     text = task_markdown("toy", "a toy task", rows)
     assert "not compared: unequal segmenter steps (1200 vs 600)" in text
-    # Holm counts only the comparisons with a p: adversarial x 2, acwe_unsup vs otsu and vs unet
-    assert "hold 4 comparisons" in text
+    # each control against the U-Net: the recipe's own effect
+    assert {(c.arm, c.other) for c in comparisons if c.kind == "recipe"} == {
+        ("adversarial_control", "unet"),
+        ("mipr_control", "unet"),
+    }
+    # Holm counts only the comparisons with a p: adversarial x 2, the two controls, acwe_unsup vs otsu and vs unet
+    assert "hold 6 comparisons" in text
     with_p = [c for c in comparisons if c.p is not None]
     assert [c.p_holm for c in with_p] == pytest.approx(holm([c.p for c in with_p]))
 

@@ -195,7 +195,7 @@ def task_markdown(
     ]
     with_p = sum(1 for c in comparisons if c.p is not None)
     out += [
-        f"The two tables below hold {with_p} comparisons with a p-value (paired t-test over the seeds present in both "
+        f"The tables below hold {with_p} comparisons with a p-value (paired t-test over the seeds present in both "
         f"arms, two-sided); `*` marks those that stay significant at 0.05 after Holm over all {with_p}. The reading "
         "is the 95% interval's: **better** / **worse** when it excludes 0, else no difference, whatever the sign.",
         "",
@@ -216,6 +216,15 @@ def task_markdown(
             out += [f"Helps (better than both its control and the U-Net): {names}.", ""]
         else:
             out += ["No method is better than both its control and the U-Net at any labelled amount.", ""]
+    recipes = [c for c in comparisons if c.kind == "recipe"]
+    if recipes:
+        out += [
+            "Each control (its method's recipe with the unlabelled terms off) against the U-Net: what the recipe "
+            "itself does, before any unlabelled image:",
+            "",
+            comparison_table(recipes, "control"),
+            "",
+        ]
     if free:
         out += [
             "Each label-free arm against each classical method (and the U-Net at its lowest labelled amount, a "

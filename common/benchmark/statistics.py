@@ -75,7 +75,8 @@ class Comparison:
         p_holm: p after Holm over every comparison of the task with a p (set by :func:`task_comparisons`).
         reading: "better", "worse", "no difference", "too few seeds" or "not compared".
         note: why it is not compared, or other remarks ("" when none).
-        kind: "control", "reference" (the U-Net) or "classical": what ``other`` is to ``arm``.
+        kind: "control", "reference" (the U-Net), "recipe" (a control against the U-Net) or "classical": what
+            ``other`` is to ``arm``.
         label, other_label: the arms' lines for the tables.
         role: the role of ``arm`` ("method" or "label-free").
         bundle: the bundle of ``arm`` (None for a classical method).
@@ -257,6 +258,7 @@ def _labelled_amounts(rows: Sequence[dict[str, Any]], arm: str) -> list[int]:
 def task_comparisons(rows: Sequence[dict[str, Any]]) -> list[Comparison]:
     """Every comparison of protocol v2 for one task's rows (selected here by :func:`select_rows`), Holm applied
     over all of those with a p-value. Order: per method (table order), per labelled amount, control then U-Net;
+    then each control against the U-Net (kind ``recipe``: the recipe's effect without its unlabelled terms);
     then per label-free arm, each classical arm, then the U-Net at its lowest labelled amount."""
     used, _ = select_rows(rows)
     info = arm_info(used)
@@ -277,6 +279,7 @@ def task_comparisons(rows: Sequence[dict[str, Any]]) -> list[Comparison]:
         )
 
     out: list[Comparison] = []
+    recipes: list[tuple[str, int]] = []
     for arm in order:
         if info[arm].get("role") != "method":
             continue
@@ -286,7 +289,11 @@ def task_comparisons(rows: Sequence[dict[str, Any]]) -> list[Comparison]:
                 continue
             if control:
                 out.append(labelled_comparison(arm, control, k, k, "control", True))
+                if control in info and (control, k) not in recipes:
+                    recipes.append((control, k))
             out.append(labelled_comparison(arm, REFERENCE_ARM, k, k, "reference", True))
+    # each control against the U-Net: what the method's recipe does without its unlabelled terms
+    out += [labelled_comparison(c, REFERENCE_ARM, k, k, "recipe", True) for c, k in recipes]
     classical = [a for a in order if info[a].get("role") == "classical"]
     for arm in order:
         if info[arm].get("role") != "label-free":
