@@ -51,7 +51,6 @@ import platform
 import resource
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -65,6 +64,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from common.atomic_write import write_text_atomic  # noqa: E402
+from common.benchmark.arms import planned_steps  # noqa: E402
+from common.benchmark.runner import run_logged_child  # noqa: E402
 from common.metrics.results import paired_difference  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -440,15 +441,7 @@ class Arm:
     def planned_steps(self, c: RunContext) -> int:
         """Segmenter optimiser steps of this arm, from its overrides: those of its final model, times the rounds
         for MIPR, which trains its segmenter anew in each (0 for classical methods)."""
-        if self.bundle is None:
-            return 0
-        o = self.overrides(c)
-        epochs = o.get("max_epochs") or (o["constant_epochs"] + o["decay_epochs"])
-        if "train#dataloader#sampler" in o:
-            per_epoch = o["train#dataloader#sampler"]["num_samples"] // o["batch_size"]
-        else:
-            per_epoch = o.get("train#trainer#epoch_length") or o["epoch_length"]
-        return int(epochs * per_epoch) * (o.get("num_rounds", 0) + 1)
+        return 0 if self.bundle is None else planned_steps(self.overrides(c))
 
 
 ARMS: dict[str, Arm] = {
@@ -891,29 +884,9 @@ def run_parent(spec: dict[str, Any], timeout: float | None) -> dict[str, Any]:
     shutil.rmtree(run_dir, ignore_errors=True)  # cached stages would leave their time out of the run's
     run_dir.mkdir(parents=True)
     result_file = run_dir / "result.json"
-    threads = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-    env = {
-        **os.environ,
-        **threads,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
     command = [sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(spec), "--result", str(result_file)]
-    start = time.perf_counter()
-    with open(run_dir / "log.txt", "w", encoding="utf-8") as log:
-        try:
-            rc: int | str = subprocess.run(
-                command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout
-            ).returncode
-        except subprocess.TimeoutExpired:
-            rc = "timeout"
     row = {k: spec[k] for k in ("id", "arm", "labelled", "seed", "task", "hash", "planned_steps", "run_dir")}
-    row["wall_s"] = round(time.perf_counter() - start, 1)
-    if rc == 0 and result_file.is_file():
-        row.update(status="ok", **json.loads(result_file.read_text(encoding="utf-8")))
-    else:
-        tail = (run_dir / "log.txt").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:]
-        row.update(status="failed", returncode=rc, error="\n".join(tail))
-    return row
+    return {**row, **run_logged_child(command, run_dir, result_file, timeout)}
 
 
 def run_specs(

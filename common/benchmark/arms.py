@@ -185,15 +185,20 @@ class Arm:
 
     def planned_steps(self, c: RunContext) -> int:
         """Segmenter optimiser steps of this arm, from its overrides (all MIPR rounds together; 0 classical)."""
-        if self.bundle is None:
-            return 0
-        o = self.overrides(c)
-        epochs = o.get("max_epochs") or (o["constant_epochs"] + o["decay_epochs"])
-        if "train#dataloader#sampler" in o:
-            per_epoch = o["train#dataloader#sampler"]["num_samples"] // o["batch_size"]
-        else:
-            per_epoch = o.get("train#trainer#epoch_length") or o["epoch_length"]
-        return int(epochs * per_epoch) * (o.get("num_rounds", 0) + 1)
+        return 0 if self.bundle is None else planned_steps(self.overrides(c))
+
+
+def planned_steps(overrides: Mapping[str, Any]) -> int:
+    """Segmenter optimiser steps a bundle run makes with these overrides: epochs (``max_epochs``, or AF-Seg's
+    constant + decay epochs) times the steps per epoch (a fixed-size sampler's, or the epoch length), times the
+    rounds plus one for MIPR, which trains its segmenter anew in each round."""
+    o = overrides
+    epochs = o.get("max_epochs") or (o["constant_epochs"] + o["decay_epochs"])
+    if "train#dataloader#sampler" in o:
+        per_epoch = o["train#dataloader#sampler"]["num_samples"] // o["batch_size"]
+    else:
+        per_epoch = o.get("train#trainer#epoch_length") or o["epoch_length"]
+    return int(epochs * per_epoch) * (o.get("num_rounds", 0) + 1)
 
 
 ARMS: dict[str, Arm] = {

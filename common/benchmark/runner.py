@@ -286,12 +286,6 @@ def run_parent(spec: dict[str, Any], data: DatasetInfo, timeout: float | None, k
     write_run_datalists(data, spec["_cases"], run_dir, use_unlabelled=spec["use_unlabelled"])
     child = {k: v for k, v in spec.items() if not k.startswith("_")}
     result_file = run_dir / "result.json"
-    threads = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-    env = {
-        **os.environ,
-        **threads,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
     command = [
         sys.executable,
         "-m",
@@ -301,6 +295,24 @@ def run_parent(spec: dict[str, Any], data: DatasetInfo, timeout: float | None, k
         "--result",
         str(result_file),
     ]
+    row = run_logged_child(command, run_dir, result_file, timeout)
+    if row["status"] == "ok" and not keep:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return row
+
+
+def run_logged_child(
+    command: list[str], run_dir: Path, result_file: Path, timeout: float | None = None
+) -> dict[str, Any]:
+    """Run ``command`` from the repository with one thread (the ``*_NUM_THREADS`` variables), its output in
+    ``run_dir/log.txt``; returns ``{"wall_s", "status": "ok", **the JSON of result_file}``, or, when it failed, timed
+    out or wrote no result, ``{"wall_s", "status": "failed", "returncode", "error": the log's last 15 lines}``."""
+    threads = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    env = {
+        **os.environ,
+        **threads,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
     start = time.perf_counter()
     with open(run_dir / "log.txt", "w", encoding="utf-8") as log:
         try:
@@ -312,8 +324,6 @@ def run_parent(spec: dict[str, Any], data: DatasetInfo, timeout: float | None, k
     row: dict[str, Any] = {"wall_s": round(time.perf_counter() - start, 1)}
     if rc == 0 and result_file.is_file():
         row.update(status="ok", **json.loads(result_file.read_text(encoding="utf-8")))
-        if not keep:
-            shutil.rmtree(run_dir, ignore_errors=True)
     else:
         tail = (run_dir / "log.txt").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:]
         row.update(status="failed", returncode=rc, error="\n".join(tail))
