@@ -286,9 +286,10 @@ def test_coverage_lines_average_the_first_and_last_epoch_over_seeds() -> None:
     from common.benchmark.report import coverage_lines
 
     rows = [
-        {"arm": "unimatch", "labelled": 20, "coverage_per_epoch": [0.1, 0.5]},
-        {"arm": "unimatch", "labelled": 20, "coverage_per_epoch": [0.3, None, 0.7]},
-        {"arm": "unet", "labelled": 20},
+        {"arm": "unimatch", "role": "method", "labelled": 20, "coverage_per_epoch": [0.1, 0.5]},
+        {"arm": "unimatch", "role": "method", "labelled": 20, "coverage_per_epoch": [0.3, None, 0.7]},
+        {"arm": "unimatch_control", "role": "control", "labelled": 20, "coverage_per_epoch": [0.0, 0.0]},
+        {"arm": "unet", "role": "reference", "labelled": 20},
     ]
     assert coverage_lines(rows)[2] == "- `unimatch` @ 20: first epoch 0.200, last epoch 0.600 (2 runs)"
-    assert coverage_lines(rows[2:]) == []
+    assert len(coverage_lines(rows)) == 4 and coverage_lines(rows[2:]) == []

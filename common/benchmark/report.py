@@ -248,6 +248,8 @@ def coverage_lines(rows: list[dict[str, Any]]) -> list[str]:
     (those that get a pseudo-label) at the first and last epoch, mean over seeds (rows with ``coverage_per_epoch``)."""
     groups: dict[tuple[str, int], list[list[float]]] = {}
     for r in rows:
+        if r.get("role") != "method":  # a control's unlabelled terms are off: its coverage is 0 by construction
+            continue
         values = [v for v in r.get("coverage_per_epoch") or [] if v is not None]
         if values:
             groups.setdefault((r["arm"], r["labelled"]), []).append(values)

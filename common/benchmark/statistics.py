@@ -289,10 +289,11 @@ def task_comparisons(rows: Sequence[dict[str, Any]]) -> list[Comparison]:
                 continue
             if control:
                 out.append(labelled_comparison(arm, control, k, k, "control", True))
-                if control in info and (control, k) not in recipes:
-                    recipes.append((control, k))
             out.append(labelled_comparison(arm, REFERENCE_ARM, k, k, "reference", True))
-    # each control against the U-Net: what the method's recipe does without its unlabelled terms
+    # each control against the U-Net (whether or not its method ran): what the recipe does without unlabelled terms
+    for arm in order:
+        if info[arm].get("role") == "control":
+            recipes += [(arm, k) for k in _labelled_amounts(used, arm) if k > 0]
     out += [labelled_comparison(c, REFERENCE_ARM, k, k, "recipe", True) for c, k in recipes]
     classical = [a for a in order if info[a].get("role") == "classical"]
     for arm in order:
