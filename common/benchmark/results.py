@@ -47,7 +47,9 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from common.atomic_write import write_binary_atomic
 
 RESULTS_NAME = "runs.jsonl.gz"
 
@@ -89,12 +91,11 @@ def append_rows(path: str | os.PathLike, new_rows: Iterable[dict[str, Any]]) -> 
         fcntl.flock(lock, fcntl.LOCK_EX)
         ids = {r["id"] for r in new_rows}
         rows = [r for r in read_rows(path) if r["id"] not in ids] + new_rows
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
+
+        def write(raw: BinaryIO) -> None:
             # mtime 0: the same rows give the same bytes (a rerun of the report leaves git diff empty)
-            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
                 for row in rows:
                     f.write((json.dumps(row, sort_keys=True) + "\n").encode("utf-8"))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+
+        write_binary_atomic(path, write)
