@@ -93,8 +93,8 @@ def append_rows(path: str | os.PathLike, new_rows: Iterable[dict[str, Any]]) -> 
         rows = [r for r in read_rows(path) if r["id"] not in ids] + new_rows
 
         def write(raw: BinaryIO) -> None:
-            # mtime 0: the same rows give the same bytes (a rerun of the report leaves git diff empty)
-            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+            # mtime 0 and no file name in the header: the same rows give the same bytes in any process
+            with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f:
                 for row in rows:
                     f.write((json.dumps(row, sort_keys=True) + "\n").encode("utf-8"))
 
