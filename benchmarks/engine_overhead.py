@@ -59,7 +59,12 @@ if str(REPO) not in sys.path:
 
 from common.engines.adversarial_semi import confident_pseudo_labels  # noqa: E402
 from common.engines.pixel_rearrangement import _halves  # noqa: E402
+from common.engines.unimatch import BOX_KEYS, STRONG_KEYS, cutmix_partners  # noqa: E402
+from common.engines.utils import endless  # noqa: E402
 from common.losses.gan import hinge_discriminator_loss, hinge_generator_loss  # noqa: E402
+from common.losses.unimatch import confident_pseudo_labels as unimatch_pseudo_labels  # noqa: E402
+from common.losses.unimatch import unimatch_loss  # noqa: E402
+from common.transforms.cutmix import cutmix  # noqa: E402
 from common.transforms.patch_shuffle import random_patch_order  # noqa: E402
 
 Batches = dict[str, list[dict[str, torch.Tensor]]]
@@ -80,6 +85,7 @@ class Case:
     handlers_id: str = "train#handlers"
     configs: tuple[str, ...] = ("train.json",)
     variant: str = ""
+    placeholder: str = "$[]"  # what the loaders' config ids become (the batches are set on the trainer later)
 
     def images(self, batches: Batches) -> int:
         """Images per iteration (all loaders)."""
@@ -347,6 +353,70 @@ def mipr_bare(tr: Any, batches: Batches, ctx: dict[str, Any]) -> None:
         disc.requires_grad_(True)
 
 
+# --- UniMatchTrainer (unimatch_semi_seg) -------------------------------------------------------------------------
+
+
+def unimatch_batches(n: int, g: torch.Generator) -> Batches:
+    def box() -> torch.Tensor:
+        mask = torch.zeros(8, 1, 64, 64, dtype=torch.bool)
+        mask[:, :, 8:40, 16:48] = torch.rand(8, 1, 1, 1, generator=g) < 0.5
+        return mask
+
+    unlabelled = [
+        {
+            "image": _randn(g, 8, 1, 64, 64),
+            "image_strong1": _randn(g, 8, 1, 64, 64),
+            "image_strong2": _randn(g, 8, 1, 64, 64),
+            "cutmix_box1": box(),
+            "cutmix_box2": box(),
+        }
+        for _ in range(n)
+    ]
+    labelled = [{"image": _randn(g, 8, 1, 64, 64), "label": _classes(g, 2, 8, 1, 64, 64)} for _ in range(n)]
+    return {"labeled_data_loader": labelled, "data_loader": unlabelled}
+
+
+def unimatch_bare(tr: Any, batches: Batches, ctx: dict[str, Any]) -> None:
+    """``UniMatchTrainer._iteration`` (fp32): with the unlabelled terms on, the partners' weak predictions (eval
+    mode, no gradients), CutMix of the strong views, labelled + weak with the feature-perturbed stream, the strong
+    views, and the loss; otherwise (``supervised_only.json``) the labelled batch alone. Batches, named by the
+    trainer's attributes: ``labeled_data_loader`` and ``data_loader`` (the unlabelled one, which drives the epoch:
+    weak and strong views, CutMix boxes)."""
+    net, opt, inferer = tr.network, tr.optimizer, tr.inferer
+    for b, bu in zip(batches["labeled_data_loader"], batches["data_loader"]):
+        images, labels = b["image"], b["label"].long()
+        opt.zero_grad(set_to_none=tr.optim_set_to_none)
+        if not tr.uses_unlabeled:
+            net.train()
+            loss = unimatch_loss(tr.loss_function(inferer(images, net).float(), labels))
+        else:
+            weak = bu["image"]
+            num_l, num_u = images.shape[0], weak.shape[0]
+            views = range(tr.num_strong_views)
+            with torch.no_grad():
+                net.eval()
+                mix_labels, mix_confidence = unimatch_pseudo_labels(inferer(weak, net))
+            partner = cutmix_partners(num_u)
+            boxes = [bu[BOX_KEYS[v]] for v in views]
+            strong = [cutmix(box, (bu[STRONG_KEYS[v]], bu[STRONG_KEYS[v]][partner]))[0] for v, box in zip(views, boxes)]
+            net.train()
+            logits_all, logits_fp = inferer(torch.cat([images, weak]), net, perturb=True).chunk(2)
+            logits, logits_weak = logits_all.split([num_l, num_u])
+            logits_strong = inferer(torch.cat(strong), net).chunk(len(strong))
+            pseudo, confidence = unimatch_pseudo_labels(logits_weak.detach())
+            loss_strong = []
+            for v, logits_v in zip(views, logits_strong):
+                target = cutmix(boxes[v], (pseudo, mix_labels[partner]), (confidence, mix_confidence[partner]))
+                loss_strong.append(tr.unlabeled_loss(logits_v, *target))
+            loss_fp = tr.unlabeled_loss(logits_fp[num_l:], pseudo, confidence)
+            loss_sup = tr.loss_function(logits.float(), labels)
+            loss = unimatch_loss(loss_sup, loss_strong, loss_fp, tr.strong_weight, tr.feature_weight)
+        loss.backward()
+        opt.step()
+
+
+UNIMATCH_LOADERS = {"data_loader": "train#trainer#unlabeled_data_loader", "labeled_data_loader": "train#dataloader"}
+
 CASES = [
     Case(
         "SupervisedTrainer",
@@ -409,6 +479,16 @@ CASES = [
         },
     ),
     Case(
+        "UniMatchTrainer",
+        "unimatch_semi_seg",
+        "U-Net 16-256 with feature perturbation, both strong views; batch 8 + 8 x 64x64",
+        {"patch_size": [64, 64], "batch_size": 8, "unlabeled_batch_size": 8},
+        unimatch_batches,
+        unimatch_bare,
+        loaders=UNIMATCH_LOADERS,
+        placeholder="$[None]",  # an empty unlabelled loader is an error of the trainer
+    ),
+    Case(
         "AFSegTrainer",
         "af_seg",
         "stage 3: G (BasicUNet), D (PatchDiscriminator), S (U-Net 32-256); batch 4 x 64x64",
@@ -453,7 +533,7 @@ class Bench:
             "resume": False,
             "max_epochs": 1,
             case.handlers_id: [],
-            **{config_id: "$[]" for config_id in case.loaders.values()},
+            **{config_id: case.placeholder for config_id in case.loaders.values()},
             f"{case.trainer_id}#epoch_length": iterations,
         }
         if case.trainer_id != "train#trainer":
@@ -496,6 +576,8 @@ class Bench:
         for attr in ("_unlabeled", "_absent"):  # endless iterators over the second loader start afresh
             if hasattr(tr, attr):
                 setattr(tr, attr, None)
+        if getattr(tr, "_labeled", None) is not None:  # UniMatch draws its labelled batches from one made at start
+            tr._labeled = endless(tr.labeled_data_loader, "labelled")
         if hasattr(tr, "rng"):
             tr.rng = np.random.RandomState(self.seed)
         torch.manual_seed(0)

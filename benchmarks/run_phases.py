@@ -5,24 +5,30 @@ real bundle run, against the bare arithmetic of its training steps.
         [--bare-steps 20] [--out /tmp/run_phases] [--json FILE] [--set JSON] [--quick]
     python benchmarks/run_phases.py --table FILE [FILE ...]
 
-Each arm runs as ``benchmarks/experiments/label_efficiency_v1.py`` runs it (the same task data, prepared once under
-``<out>/data``, the same overrides from :func:`label_efficiency_v1.plan`, the bundle's own configs, transforms, datasets
-and loaders, one torch thread, a fresh process), but in a child that marks the boundaries of its phases:
+Each arm runs as ``benchmarks/label_efficiency.py`` runs it (protocol v2: the task's MSD folder, prepared once under
+``<out>/data``, the run's datalists and overrides from :func:`common.benchmark.runner.plan`, the bundle's own configs,
+transforms, datasets and loaders, one torch thread, a fresh process, the training and test workflows of
+:mod:`common.benchmark.runner`), but in a child that marks the boundaries of its phases. ``translation``, not an arm
+of protocol v2, runs as ``benchmarks/experiments/label_efficiency_v1.py`` runs it (its task data and overrides).
+The phases:
 
 * **start-up**: interpreter start, imports, reading and parsing the configs (``load_workflow`` + ``initialize``);
 * **data**: the datalists (``prepare_datalists``) and the caches of the datasets (``CacheDataset._fill_cache``);
 * **build**: the rest of building the trainer and evaluator (networks, optimisers, losses, loaders), in the order
   the run itself builds them (so that its random draws and its Dice are those of ``label_efficiency_v1.py``'s run);
-* **training**: ``trainer.run()`` less validation, split into fetching batches (the loaders and their random
-  transforms), the iteration function (``prepare_batch``, forward, backward, optimiser steps, the engine's own work)
-  and the rest (event handlers: checkpoints, logging);
+* **training**: the runs of the segmenter's trainer (``train#trainer``; MIPR runs it once per round) less
+  validation, split into fetching batches (the loaders and their random transforms), the iteration function
+  (``prepare_batch``, forward, backward, optimiser steps, the engine's own work) and the rest (event handlers:
+  checkpoints, logging);
+* **other stages**: the rest of the training workflow (AF-Seg's stages 1 and 2, run while its trainer is built on
+  their outputs; MIPR's generators and pseudo-labels);
 * **validation**: the evaluator's runs;
 * **test**: the evaluation workflow of ``evaluate.json`` (config parsing and run) on the test images.
 
 Afterwards, in the same process, the **bare arithmetic** of the same steps: ``--bare-steps`` batches drawn from the
 bundle's own training loaders are held in memory as plain tensors and the bare loop of
 ``benchmarks/engine_overhead.py`` (the trainer's networks, optimisers and losses, without the engine) runs over them
-(after 2 untimed steps); its median time per step times the run's steps is the training arithmetic. Printed: one
+(after 2 untimed steps); its median time per step times the segmenter's steps is the training arithmetic. Printed: one
 table row per arm with wall / CPU seconds of each phase, and the ratios training / bare arithmetic, iteration
 function / bare arithmetic and whole run / bare arithmetic, each as wall / CPU (CPU seconds are not lengthened by
 other processes on a shared machine). ``--set JSON`` adds config overrides to every arm (``'{"cpu_amp": true}'``);
@@ -47,21 +53,26 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: the repository root, for the benchmarks package
     sys.path.insert(0, str(REPO))
 
-# arm -> (config ids of the trainer's loaders by trainer attribute, bare loop name in engine_overhead)
+# arm -> (config ids of the trainer's loaders by bare-loop batch name, bare loop name in engine_overhead)
+_SUPERVISED = ({"data_loader": "train#trainer#train_data_loader"}, "supervised_bare")
+_ADVERSARIAL = (
+    {"data_loader": "train#trainer#train_data_loader", "unlabeled_data_loader": "train#trainer#unlabeled_data_loader"},
+    "adversarial_bare",
+)
+_UNIMATCH = ({"labeled_data_loader": "train#dataloader", "data_loader": "train#unlabeled_dataloader"}, "unimatch_bare")
 BARE: dict[str, tuple[dict[str, str], str]] = {
-    "unet": ({"data_loader": "train#trainer#train_data_loader"}, "supervised_bare"),
-    "adversarial": (
-        {
-            "data_loader": "train#trainer#train_data_loader",
-            "unlabeled_data_loader": "train#trainer#unlabeled_data_loader",
-        },
-        "adversarial_bare",
-    ),
+    "unet": _SUPERVISED,
+    "adversarial": _ADVERSARIAL,
+    "unimatch": _UNIMATCH,
+    "unimatch_control": _UNIMATCH,
+    "mipr": _SUPERVISED,  # the segmenter of every round; the generators are "other stages"
+    "mipr_control": _SUPERVISED,
     "translation": (
         {"data_loader": "train#trainer#train_data_loader", "absent_data_loader": "train#trainer#absent_data_loader"},
         "translation_bare",
     ),
     "acwe_unsup": ({"data_loader": "train#trainer#train_data_loader"}, "acwe_bare"),
+    "af_seg": ({"data_loader": "train#trainer#train_data_loader"}, "af_seg_bare"),
 }
 
 
@@ -86,14 +97,17 @@ class Clock:
 
 
 class Span:
-    """Wall and CPU seconds summed over calls of ``begin`` / ``end`` (Ignite event handlers or a wrapped call)."""
+    """Wall and CPU seconds summed over calls of ``begin`` / ``end`` (Ignite event handlers or a wrapped call); calls
+    nested in a running one, or made while ``paused``, are not counted again."""
 
     def __init__(self) -> None:
         self.wall = self.cpu = 0.0
+        self.paused = 0
         self._t: tuple[float, float] | None = None
 
     def begin(self, *_: Any) -> None:
-        self._t = (time.perf_counter(), time.process_time())
+        if self._t is None and not self.paused:
+            self._t = (time.perf_counter(), time.process_time())
 
     def end(self, *_: Any) -> None:
         if self._t is not None:
@@ -101,13 +115,21 @@ class Span:
             self.cpu += time.process_time() - self._t[1]
             self._t = None
 
-    def wrap(self, fn: Any) -> Any:
+    def wrap(self, fn: Any, pause: Span | None = None) -> Any:
+        """``fn`` timed by this span; ``pause``: a span that does not count while ``fn`` runs."""
+
         def timed(*args: Any, **kwargs: Any) -> Any:
+            outer = self._t is not None
+            if pause is not None:
+                pause.paused += 1
             self.begin()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.end()
+                if not outer:
+                    self.end()
+                if pause is not None:
+                    pause.paused -= 1
 
         return timed
 
@@ -165,31 +187,49 @@ def run_child(spec: dict[str, Any], start: tuple[float, float], bare_steps: int)
     from ignite.engine import Events
     from monai.data import CacheDataset
 
+    import common.classical.coarse_masks
     import common.data
+    import common.priors.deep_priors
+    from common.benchmark import runner
     from common.bundle import load_workflow
+
+    STAGES = [
+        (common.classical.coarse_masks, "write_coarse_masks"),
+        (common.priors.deep_priors, "write_clean_backgrounds"),
+    ]
 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
     clock = Clock(start)
-    workflow = load_workflow(spec["bundle"], spec["train_configs"], "train", **spec["overrides"])
+    v1 = spec.get("protocol") != runner.PROTOCOL
+    overrides = spec["overrides"] if v1 else runner.run_overrides(spec)
+    workflow = runner.train_workflow(spec, overrides)
     workflow.initialize()
     clock.mark("start-up")
     parser = workflow.parser
-    data = Span()  # built in the run's own order (the random draws of network initialisation follow it)
-    prepare, fill = common.data.prepare_datalists, CacheDataset._fill_cache
-    common.data.prepare_datalists = data.wrap(prepare)
-    CacheDataset._fill_cache = data.wrap(fill)
+    data, stages = Span(), Span()  # built in the run's own order (the random draws of initialisation follow it)
+    wrapped = [(common.data, "prepare_datalists", data, None), (CacheDataset, "_fill_cache", data, None)]
+    wrapped += [(module, name, stages, data) for module, name in STAGES]  # AF-Seg's trainer is built on them
+    originals = [getattr(owner, name) for owner, name, _, _ in wrapped]
+    for owner, name, span, pause in wrapped:
+        setattr(owner, name, span.wrap(getattr(owner, name), pause))
     try:
         trainer = parser.get_parsed_content("train#trainer")
         evaluator = parser.get_parsed_content("validate#evaluator") if "validate#evaluator" in parser else None
     finally:
-        common.data.prepare_datalists, CacheDataset._fill_cache = prepare, fill
+        for (owner, name, _, _), original in zip(wrapped, originals):
+            setattr(owner, name, original)
     clock.mark("build")
     clock.phases["data"] = [data.wall, data.cpu]
-    clock.phases["build"] = [clock.phases["build"][0] - data.wall, clock.phases["build"][1] - data.cpu]
-    batch, step, validation = Span(), Span(), Span()
+    build = clock.phases["build"]
+    clock.phases["build"] = [build[0] - data.wall - stages.wall, build[1] - data.cpu - stages.cpu]
+    batch, step, validation, training = Span(), Span(), Span(), Span()
+    iterations = [0]
+    trainer.add_event_handler(Events.STARTED, training.begin)
+    trainer.add_event_handler(Events.COMPLETED, training.end)
     trainer.add_event_handler(Events.GET_BATCH_STARTED, batch.begin)
     trainer.add_event_handler(Events.GET_BATCH_COMPLETED, batch.end)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: iterations.__setitem__(0, iterations[0] + 1))
     trainer._process_function = step.wrap(trainer._process_function)
     if evaluator is not None:
         evaluator.add_event_handler(Events.STARTED, validation.begin)
@@ -198,43 +238,56 @@ def run_child(spec: dict[str, Any], start: tuple[float, float], bare_steps: int)
     workflow.finalize()
     clock.mark("training")
     wall, cpu = clock.phases.pop("training")
+    clock.phases["training"] = [training.wall - validation.wall, training.cpu - validation.cpu]
     clock.phases["validation"] = [validation.wall, validation.cpu]
-    clock.phases["training"] = [wall - validation.wall, cpu - validation.cpu]
+    clock.phases["other stages"] = [wall - training.wall + stages.wall, cpu - training.cpu + stages.cpu]
     parts = {
         "batches": [batch.wall, batch.cpu],
         "iterations": [step.wall, step.cpu],
-        "handlers": [wall - validation.wall - batch.wall - step.wall, cpu - validation.cpu - batch.cpu - step.cpu],
+        "handlers": [
+            training.wall - validation.wall - batch.wall - step.wall,
+            training.cpu - validation.cpu - batch.cpu - step.cpu,
+        ],
     }
-    steps = int(trainer.state.iteration)
+    steps = iterations[0]
     clock.last = _now()
     bare = bare_arithmetic(workflow, spec["arm"], bare_steps) if spec["arm"] in BARE else {}
     del workflow, trainer, evaluator, parser
     clock.last = _now()
-    eval_dir = Path(spec["run_dir"]) / "eval"
-    test = load_workflow(spec["bundle"], spec["eval_configs"], "eval", **spec["overrides"], eval_dir=str(eval_dir))
+    if v1:
+        eval_dir = Path(spec["run_dir"]) / "eval"
+        configs = spec["eval_configs"]
+        test = load_workflow(spec["bundle"], configs, "eval", **overrides, eval_dir=str(eval_dir))
+    else:
+        test = runner.evaluation_workflow(spec, overrides)
     test.initialize()
     clock.mark("test start-up")
     test.run()
     test.finalize()
     clock.mark("test")
-    from common.metrics import read_metrics
+    if v1:
+        from common.metrics import read_metrics
 
-    return {
-        "phases": clock.phases,
-        "training_parts": parts,
-        "steps": steps,
-        "dice": read_metrics(eval_dir).mean(),
-        **bare,
-    }
+        dice = read_metrics(Path(spec["run_dir"]) / "eval").mean()
+    else:
+        dice = runner.run_scores(spec)["dice_mean"]
+    return {"phases": clock.phases, "training_parts": parts, "steps": steps, "dice": dice, **bare}
 
 
-def run_parent(spec: dict[str, Any], bare_steps: int) -> dict[str, Any]:
-    """One arm in a fresh child process with one thread; returns its phases."""
+def run_parent(spec: dict[str, Any], bare_steps: int, data: Any = None) -> dict[str, Any]:
+    """One arm in a fresh child process with one thread; returns its phases. ``data``: the task's
+    ``DatasetInfo`` for a protocol-v2 spec (its datalists are written first), ``None`` for a v1 spec."""
     import shutil
 
+    from common.benchmark.runner import prepare_run_dir
+
     run_dir = Path(spec["run_dir"])
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
+    if data is not None:
+        prepare_run_dir(spec, data)
+        spec = {k: v for k, v in spec.items() if not k.startswith("_")}
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
     result = run_dir / "phases.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
@@ -248,7 +301,7 @@ def run_parent(spec: dict[str, Any], bare_steps: int) -> dict[str, Any]:
     return out
 
 
-PHASES = ("start-up", "data", "build", "training", "validation", "test start-up", "test")
+PHASES = ("start-up", "data", "build", "training", "other stages", "validation", "test start-up", "test")
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -296,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="cluttered_mnist")
     parser.add_argument("--arms", nargs="+", default=["unet"])
-    parser.add_argument("--labelled", default="20", help="labelled amount (a number or 'all')")
+    parser.add_argument("--labelled", type=int, default=None, help="labelled cases (default: the task's first)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bare-steps", type=int, default=20, help="timed steps of the bare loop")
     parser.add_argument("--quick", action="store_true", help="label_efficiency's reduced settings (a smoke run)")
@@ -318,19 +371,42 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         print(table([r for f in args.table for r in json.loads(Path(f).read_text(encoding="utf-8"))]))
         return 0
-    from benchmarks.experiments import label_efficiency_v1 as le
+    from common.benchmark.arms import ARMS, not_applicable
+    from common.benchmark.dataset import read_dataset
+    from common.benchmark.runner import plan
+    from common.benchmark.tasks import TASKS
 
-    task = le.TASKS[args.task].scaled(args.quick)
     out = Path(args.out).resolve()
-    data = le.prepare_task(task, out / "data" / ("quick" if args.quick else "full"), args.quick)
-    labelled = None if args.labelled == "all" else int(args.labelled)
-    specs = [s for s in le.plan(task, data, args.arms, [args.seed], out / task.name) if s["labelled"] in (labelled, 0)]
+    unknown = [a for a in args.arms if a not in ARMS and a != "translation"]
+    if unknown:
+        parser.error(f"--arms {unknown}: choose from {[*ARMS, 'translation']}")
+    builtin = TASKS[args.task]
+    budget = builtin.quick_budget if args.quick else builtin.budget
+    labelled = int(args.labelled) if args.labelled else builtin.labelled[0]
+    specs: list[tuple[dict[str, Any], Any]] = []
+    v2_arms = [a for a in args.arms if a in ARMS]
+    if v2_arms:
+        data = read_dataset(builtin.prepare(out / "data" / ("quick" if args.quick else "full"), args.quick))
+        na = not_applicable(data, builtin.not_applicable)
+        for key in v2_arms:
+            if key in na:
+                parser.error(f"{key} does not apply to {args.task}: {na[key]}")
+        runs = out / builtin.name / "runs"
+        found = plan(data, builtin.name, budget, v2_arms, [labelled], [args.seed], runs, na, builtin.many_objects)
+        specs += [(s, data) for s in found]
+    if "translation" in args.arms:  # not an arm of protocol v2: as the v1 benchmark runs it
+        from benchmarks.experiments import label_efficiency_v1 as le
+
+        task = le.TASKS[args.task].scaled(args.quick)
+        v1_data = le.prepare_task(task, out / "data_v1" / ("quick" if args.quick else "full"), args.quick)
+        found = le.plan(task, v1_data, ["translation"], [args.seed], out / f"{task.name}_v1")
+        specs += [(s, None) for s in found if s["labelled"] in (labelled, 0)]
     rows = []
-    for spec in specs:
+    for spec, data in specs:
         spec["overrides"].update(json.loads(args.set))
         print(f"== {spec['id']}", file=sys.stderr, flush=True)
-        rows.append({"arm": spec["arm"], **run_parent(spec, args.bare_steps)})
-    print(f"{machine()}; task {task.name}, labelled {args.labelled}, seed {args.seed}; wall / CPU seconds\n")
+        rows.append({"arm": spec["arm"], **run_parent(spec, args.bare_steps, data)})
+    print(f"{machine()}; task {args.task}, labelled {labelled}, seed {args.seed}; wall / CPU seconds\n")
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")

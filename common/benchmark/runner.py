@@ -211,6 +211,64 @@ def record_coverage(trainer: Any) -> list[float | None]:
     return per_epoch
 
 
+def run_overrides(spec: dict[str, Any]) -> dict[str, Any]:
+    """A spec's config overrides with its run folder in place of ``<run>``; a bundle's outputs and checkpoints go
+    under the run folder."""
+    run_dir = Path(spec["run_dir"])
+    overrides = {
+        k: (v.replace("<run>", str(run_dir)) if isinstance(v, str) else v) for k, v in spec["overrides"].items()
+    }
+    if spec["bundle"] is not None:
+        overrides.update(output_dir=str(run_dir / "outputs"), ckpt_dir=str(run_dir / "models"))
+    return overrides
+
+
+def train_workflow(spec: dict[str, Any], overrides: dict[str, Any]) -> Any:
+    """The bundle's training workflow of a run, not yet initialised (``common.bundle.load_workflow``)."""
+    from common.bundle import load_workflow
+
+    return load_workflow(spec["bundle"], spec["train_configs"], "train", **overrides)
+
+
+def evaluation_workflow(spec: dict[str, Any], overrides: dict[str, Any]) -> Any:
+    """The bundle's ``evaluate.json`` workflow on the run's test cases (``datalist_eval.json``), writing to
+    ``<run>/eval``, not yet initialised; on 3D data it also scores each test volume (:mod:`.volumes`)."""
+    from common.bundle import load_workflow
+
+    from .volumes import report_per_volume
+
+    run_dir = Path(spec["run_dir"])
+    eval_overrides = {**overrides, "datalist_file": str(run_dir / "datalist_eval.json")}
+    configs = [*spec["train_configs"], "evaluate.json"]
+    workflow = load_workflow(spec["bundle"], configs, "eval", **eval_overrides, eval_dir=str(run_dir / "eval"))
+    if spec.get("spatial_dims") == 3:
+        report_per_volume(workflow)
+    return workflow
+
+
+def segmenter_steps(spec: dict[str, Any], overrides: dict[str, Any], steps: int) -> int:
+    """The segmenter steps of a run whose trainer ran ``steps`` iterations (MIPR trains its segmenter anew in each
+    of its rounds)."""
+    rounds = overrides.get("num_rounds", 0) if spec["bundle"] == "mipr_auto_annotation" else 0
+    return steps * (rounds + 1)
+
+
+def run_scores(spec: dict[str, Any]) -> dict[str, Any]:
+    """A finished run's test Dice (mean, per image; on 3D data per volume, with the mean over the test slices)."""
+    from common.metrics import read_metrics
+
+    from .volumes import VOLUME_PREFIX
+
+    eval_dir = Path(spec["run_dir"]) / "eval"
+    metrics = read_metrics(eval_dir)
+    scores: dict[str, Any] = {}
+    if spec.get("spatial_dims") == 3:  # scored per test volume; the mean over the test slices kept beside it
+        scores["slice_dice_mean"] = metrics.mean()
+        metrics = read_metrics(eval_dir / f"{VOLUME_PREFIX}.json")
+    scores.update(dice_mean=metrics.mean(), dice_per_image=metrics.by_image(), test_cases=len(metrics.per_image))
+    return scores
+
+
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     """Train then evaluate one run in this process; returns its Dice per test image (per test volume on 3D data, the
     mean over slices beside it), steps, time and memory."""
@@ -218,25 +276,16 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
     import torch
 
-    from common.bundle import load_workflow
-    from common.metrics import read_metrics
-
-    from .volumes import VOLUME_PREFIX, report_per_volume
-
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
     run_dir = Path(spec["run_dir"])
-    datalists = {k: run_dir / f"datalist_{k}.json" for k in ("train", "eval")}
-    overrides = {
-        k: (v.replace("<run>", str(run_dir)) if isinstance(v, str) else v) for k, v in spec["overrides"].items()
-    }
+    overrides = run_overrides(spec)
     result: dict[str, Any] = {}
     if spec["bundle"] is None:
-        eval_dir = _classical(spec, run_dir, datalists["eval"])
+        _classical(spec, run_dir, run_dir / "datalist_eval.json")
         result["segmenter_steps"] = 0
     else:
-        overrides.update(output_dir=str(run_dir / "outputs"), ckpt_dir=str(run_dir / "models"))
-        workflow = load_workflow(spec["bundle"], spec["train_configs"], "train", **overrides)
+        workflow = train_workflow(spec, overrides)
         workflow.initialize()
         coverage = record_coverage(workflow.parser.get_parsed_content("train#trainer"))
         workflow.run()
@@ -244,33 +293,30 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         if any(v is not None for v in coverage):
             result["coverage_per_epoch"] = coverage
         steps = int(workflow.parser.get_parsed_content("train#trainer").state.iteration)
-        rounds = overrides.get("num_rounds", 0) if spec["bundle"] == "mipr_auto_annotation" else 0
-        result["segmenter_steps"] = steps * (rounds + 1)  # MIPR trains its segmenter anew in each round
+        result["segmenter_steps"] = segmenter_steps(spec, overrides, steps)
         lists = workflow.parser.get_parsed_content("datalists")
         result["unlabelled_images"] = len(lists.get("unlabeled", []))
         del workflow
-        eval_dir = run_dir / "eval"
-        overrides["datalist_file"] = str(datalists["eval"])
-        eval_configs = [*spec["train_configs"], "evaluate.json"]
-        workflow = load_workflow(spec["bundle"], eval_configs, "eval", **overrides, eval_dir=str(eval_dir))
-        if spec.get("spatial_dims") == 3:
-            report_per_volume(workflow)
+        workflow = evaluation_workflow(spec, overrides)
         workflow.initialize()
         workflow.run()
         workflow.finalize()
-    metrics = read_metrics(eval_dir)
-    if spec.get("spatial_dims") == 3:  # scored per test volume; the mean over the test slices kept beside it
-        result["slice_dice_mean"] = metrics.mean()
-        metrics = read_metrics(eval_dir / f"{VOLUME_PREFIX}.json")
+    result.update(run_scores(spec))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result.update(
-        dice_mean=metrics.mean(),
-        dice_per_image=metrics.by_image(),
-        test_cases=len(metrics.per_image),
         peak_mib=round(usage.ru_maxrss / 1024, 1),  # KiB on Linux
         cpu_s=round(usage.ru_utime + usage.ru_stime, 1),
     )
     return result
+
+
+def prepare_run_dir(spec: dict[str, Any], data: DatasetInfo) -> Path:
+    """An emptied run folder holding the run's training and test datalists (``write_run_datalists``)."""
+    run_dir = Path(spec["run_dir"])
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    write_run_datalists(data, spec["_cases"], run_dir, use_unlabelled=spec["use_unlabelled"])
+    return run_dir
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -280,10 +326,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_parent(spec: dict[str, Any], data: DatasetInfo, timeout: float | None, keep: bool = False) -> dict[str, Any]:
     """Run one spec in a child process with one thread, in an emptied folder; returns its row's run fields."""
-    run_dir = Path(spec["run_dir"])
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    write_run_datalists(data, spec["_cases"], run_dir, use_unlabelled=spec["use_unlabelled"])
+    run_dir = prepare_run_dir(spec, data)
     child = {k: v for k, v in spec.items() if not k.startswith("_")}
     result_file = run_dir / "result.json"
     command = [
