@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from common.benchmark.arms import ARMS, RunContext, not_applicable
@@ -195,3 +196,40 @@ def test_record_coverage_gives_each_epochs_mean() -> None:
     assert coverage == [0.3, 0.8]
     silent = Engine(lambda engine, batch: {"loss": 1.0})
     assert (record_coverage(silent), silent.run([0], max_epochs=1))[0] == [None]
+
+
+def test_confident_pixel_tally_counts_confident_pixels_and_their_precision():
+    from common.benchmark.diagnostics import ConfidentPixelTally
+
+    prob = torch.tensor([[[0.99, 0.5], [0.02, 0.03]], [[0.01, 0.5], [0.98, 0.97]]])  # (C=2, 2, 2)
+    label = torch.tensor([[[1.0, 1.0], [0.0, 1.0]], [[0.0, 0.0], [1.0, 0.0]]])  # classes [[0, 0], [1, 0]]
+    tally = ConfidentPixelTally(0.95)
+    tally.add(prob, label)
+    found = tally.result()
+    assert found["images"] == 1 and found["coverage"] == 0.75  # the 0.5 / 0.5 pixel is not confident
+    assert found["precision"] == round(2 / 3, 4)  # background right, one foreground right, one foreground wrong
+    assert found["foreground_share"] == round(2 / 3, 4) and found["foreground_precision"] == 0.5
+
+
+def test_unimatch_run_is_diagnosed_against_the_truth_only_after_it_trained(tmp_path: Path) -> None:
+    """``run_specs(..., diagnose=True)``: a UniMatch row gains its pseudo-labels' coverage and precision on the
+    unlabelled pool cases, from a truth datalist written after the run trained (the training datalist holds no
+    label of those cases)."""
+    from common.benchmark.runner import run_specs
+
+    data = read_dataset(png_folder(tmp_path / "data", cases=12))
+    budget = Budget("quick", steps=4, epochs=2, batch_size=2, image_size=32)
+    specs = plan(data, "disks", budget, ["unimatch", "unet"], [2], [0], tmp_path / "runs", {})
+    rows = run_specs(specs, data, tmp_path / "runs.jsonl.gz", "test", keep=True, diagnose=True)
+    by_arm = {r["arm"]: r for r in rows}
+    assert all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
+    assert "pseudo_labels" not in by_arm["unet"]  # no confidence threshold: not diagnosed
+    found = by_arm["unimatch"]["pseudo_labels"]
+    unlabelled = len(data.pool_cases) - 2
+    assert found["images"] == unlabelled and found["threshold"] == 0.95 and 0 <= found["coverage"] <= 1
+    run_dir = Path(specs[0]["run_dir"])
+    train = json.loads((run_dir / "datalist_train.json").read_text())
+    assert len(train["unlabeled"]) == unlabelled and not any("label" in i for i in train["unlabeled"])
+    truth = json.loads((run_dir / "datalist_truth.json").read_text())
+    assert len(truth["test"]) == unlabelled and all("label" in i for i in truth["test"])
+    assert (run_dir / "datalist_truth.json").stat().st_mtime >= (run_dir / "models" / "model.pt").stat().st_mtime

@@ -293,3 +293,19 @@ def test_coverage_lines_average_the_first_and_last_epoch_over_seeds() -> None:
     ]
     assert coverage_lines(rows)[2] == "- `unimatch` @ 20: first epoch 0.200, last epoch 0.600 (2 runs)"
     assert len(coverage_lines(rows)) == 4 and coverage_lines(rows[2:]) == []
+
+
+def test_coverage_lines_add_the_pseudo_label_diagnostic_where_rows_hold_it() -> None:
+    from common.benchmark.report import coverage_lines
+
+    found = {"threshold": 0.95, "images": 180, "coverage": 0.8, "precision": 0.9, "foreground_precision": 0.6}
+    rows = [
+        {"arm": "unimatch", "role": "method", "labelled": 20, "coverage_per_epoch": [0.1, 0.5], "pseudo_labels": found},
+        {"arm": "unimatch", "role": "method", "labelled": 20, "coverage_per_epoch": [0.3, 0.7],
+         "pseudo_labels": {**found, "coverage": 0.6, "precision": 0.7, "foreground_precision": 0.4}},
+    ]  # fmt: skip
+    assert coverage_lines(rows)[2] == (
+        "- `unimatch` @ 20: first epoch 0.200, last epoch 0.600 (2 runs); the last network on 180 unlabelled cases"
+        " without augmentation (2 runs): 0.700 of the pixels at or above 0.95, 0.800 of them right (0.500 of those"
+        " called foreground)"
+    )

@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     command = "python benchmarks/label_efficiency.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     start = time.perf_counter()
-    rows = run_specs(specs, data, results_file, command, args.jobs, args.timeout, args.force, args.keep_runs)
+    diagnose = bool(args.task)  # built-in tasks: the benchmark holds every pool label (common.benchmark.diagnostics)
+    rows = run_specs(specs, data, results_file, command, args.jobs, args.timeout, args.force, args.keep_runs, diagnose)
     print(f"this invocation: {time.perf_counter() - start:.0f} s", flush=True)
     failed = [r["id"] for r in rows if r["status"] != "ok"]
     write_outputs(name, title, rows, results_file.parent / "task.json", task_dir, labelled, str(data.root))

@@ -89,6 +89,24 @@ def write_run_datalists(
     return paths
 
 
+def write_truth_datalist(data: DatasetInfo, cases: list[str], run_dir: str | os.PathLike, limit: int) -> Path:
+    """``run_dir/datalist_truth.json``: ``test`` = up to ``limit`` of the pool cases outside ``cases`` (the run's
+    unlabelled share, drawn with seed 0), *with* their labels; ``training`` = the labelled cases. For the
+    pseudo-label diagnostic of a run that has finished training (:mod:`common.benchmark.diagnostics`), never for
+    training."""
+    chosen = set(cases)
+    others = sorted(c for c in data.pool_cases if c not in chosen)
+    drawn = set(random.Random(0).sample(others, min(limit, len(others))))
+    content = {
+        **_header(data),
+        "training": [dict(i) for i in data.pool if group_of(i) in chosen],
+        "test": [dict(i) for i in data.pool if group_of(i) in drawn],
+    }
+    path = Path(run_dir) / "datalist_truth.json"
+    write_text_atomic(path, json.dumps(content, indent=1))
+    return path
+
+
 def _header(data: DatasetInfo) -> dict[str, Any]:
     content = json.loads((data.root / "dataset.json").read_text(encoding="utf-8"))
     return {k: content[k] for k in ("name", "labels", "modality", "channel_names", "label_scale") if k in content}

@@ -245,21 +245,36 @@ def task_markdown(
 
 def coverage_lines(rows: list[dict[str, Any]]) -> list[str]:
     """Per semi-supervised arm and labelled amount: the share of unlabelled pixels above its confidence threshold
-    (those that get a pseudo-label) at the first and last epoch, mean over seeds (rows with ``coverage_per_epoch``)."""
-    groups: dict[tuple[str, int], list[list[float]]] = {}
+    (those that get a pseudo-label) at the first and last epoch, mean over seeds (rows with ``coverage_per_epoch``);
+    where the rows hold the diagnostic of :mod:`common.benchmark.diagnostics`, the last network's confident pixels
+    on unlabelled images and their precision against the hidden labels."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in rows:
         if r.get("role") != "method":  # a control's unlabelled terms are off: its coverage is 0 by construction
             continue
-        values = [v for v in r.get("coverage_per_epoch") or [] if v is not None]
-        if values:
-            groups.setdefault((r["arm"], r["labelled"]), []).append(values)
+        if any(v is not None for v in r.get("coverage_per_epoch") or []):
+            groups.setdefault((r["arm"], r["labelled"]), []).append(r)
     if not groups:
         return []
     out = ["Share of unlabelled pixels above the confidence threshold (they get a pseudo-label), mean over seeds:", ""]
     for (arm, k), runs in sorted(groups.items()):
-        first = sum(v[0] for v in runs) / len(runs)
-        last = sum(v[-1] for v in runs) / len(runs)
-        out.append(f"- `{arm}` @ {k}: first epoch {first:.3f}, last epoch {last:.3f} ({len(runs)} runs)")
+        per_run = [[v for v in r["coverage_per_epoch"] if v is not None] for r in runs]
+        first = sum(v[0] for v in per_run) / len(per_run)
+        last = sum(v[-1] for v in per_run) / len(per_run)
+        line = f"- `{arm}` @ {k}: first epoch {first:.3f}, last epoch {last:.3f} ({len(runs)} runs)"
+        found = [r["pseudo_labels"] for r in runs if (r.get("pseudo_labels") or {}).get("precision") is not None]
+        if found:
+
+            def mean(key: str) -> str:
+                values = [f[key] for f in found if f.get(key) is not None]
+                return f"{sum(values) / len(values):.3f}" if values else "-"
+
+            line += (
+                f"; the last network on {found[0]['images']} unlabelled cases without augmentation"
+                f" ({len(found)} runs): {mean('coverage')} of the pixels at or above {found[0]['threshold']},"
+                f" {mean('precision')} of them right ({mean('foreground_precision')} of those called foreground)"
+            )
+        out.append(line)
     return out + [""]
 
 

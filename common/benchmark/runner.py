@@ -30,7 +30,7 @@ from common.atomic_write import write_text_atomic
 
 from .arms import ARMS, RunContext, bundle_version
 from .dataset import DatasetInfo
-from .protocol import PROTOCOL, Budget, labelled_subset, write_run_datalists
+from .protocol import PROTOCOL, Budget, labelled_subset, write_run_datalists, write_truth_datalist
 from .results import append_rows, read_rows
 
 REPO = Path(__file__).resolve().parents[2]
@@ -230,17 +230,20 @@ def train_workflow(spec: dict[str, Any], overrides: dict[str, Any]) -> Any:
     return load_workflow(spec["bundle"], spec["train_configs"], "train", **overrides)
 
 
-def evaluation_workflow(spec: dict[str, Any], overrides: dict[str, Any]) -> Any:
-    """The bundle's ``evaluate.json`` workflow on the run's test cases (``datalist_eval.json``), writing to
-    ``<run>/eval``, not yet initialised; on 3D data it also scores each test volume (:mod:`.volumes`)."""
+def evaluation_workflow(
+    spec: dict[str, Any], overrides: dict[str, Any], datalist: str = "datalist_eval.json", eval_name: str = "eval"
+) -> Any:
+    """The bundle's ``evaluate.json`` workflow on the ``test`` list of the run's ``datalist`` (by default its test
+    cases), writing to ``<run>/<eval_name>``, not yet initialised; on 3D data it also scores each test volume
+    (:mod:`.volumes`)."""
     from common.bundle import load_workflow
 
     from .volumes import report_per_volume
 
     run_dir = Path(spec["run_dir"])
-    eval_overrides = {**overrides, "datalist_file": str(run_dir / "datalist_eval.json")}
+    eval_overrides = {**overrides, "datalist_file": str(run_dir / datalist)}
     configs = [*spec["train_configs"], "evaluate.json"]
-    workflow = load_workflow(spec["bundle"], configs, "eval", **eval_overrides, eval_dir=str(run_dir / "eval"))
+    workflow = load_workflow(spec["bundle"], configs, "eval", **eval_overrides, eval_dir=str(run_dir / eval_name))
     if spec.get("spatial_dims") == 3:
         report_per_volume(workflow)
     return workflow
@@ -324,31 +327,36 @@ def prepare_run_dir(spec: dict[str, Any], data: DatasetInfo) -> Path:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def run_parent(spec: dict[str, Any], data: DatasetInfo, timeout: float | None, keep: bool = False) -> dict[str, Any]:
-    """Run one spec in a child process with one thread, in an emptied folder; returns its row's run fields."""
+def run_parent(
+    spec: dict[str, Any], data: DatasetInfo, timeout: float | None, keep: bool = False, diagnose: bool = False
+) -> dict[str, Any]:
+    """Run one spec in a child process with one thread, in an emptied folder; returns its row's run fields.
+    ``diagnose``: afterwards, for a bundle in :data:`.diagnostics.THRESHOLD_KEYS`, its pseudo-labels on unlabelled
+    pool cases against their labels (:mod:`.diagnostics`; benchmark tasks only, after training and testing)."""
+    from .diagnostics import THRESHOLD_KEYS, TRUTH_CASES
+
     run_dir = prepare_run_dir(spec, data)
     child = {k: v for k, v in spec.items() if not k.startswith("_")}
     result_file = run_dir / "result.json"
-    command = [
-        sys.executable,
-        "-m",
-        "common.benchmark.runner",
-        "--one",
-        json.dumps(child),
-        "--result",
-        str(result_file),
-    ]
+    runner = [sys.executable, "-m", "common.benchmark.runner"]
+    command = [*runner, "--one", json.dumps(child), "--result", str(result_file)]
     row = run_logged_child(command, run_dir, result_file, timeout)
+    if row["status"] == "ok" and diagnose and spec["bundle"] in THRESHOLD_KEYS and spec["_cases"]:
+        write_truth_datalist(data, spec["_cases"], run_dir, TRUTH_CASES)  # only now: the run has trained
+        truth_file = run_dir / "truth.json"
+        command = [*runner, "--diagnose", json.dumps(child), "--result", str(truth_file)]
+        found = run_logged_child(command, run_dir, truth_file, timeout, "log_truth.txt")
+        row["pseudo_labels"] = found.get("pseudo_labels") or {"status": "failed", "error": found.get("error")}
     if row["status"] == "ok" and not keep:
         shutil.rmtree(run_dir, ignore_errors=True)
     return row
 
 
 def run_logged_child(
-    command: list[str], run_dir: Path, result_file: Path, timeout: float | None = None
+    command: list[str], run_dir: Path, result_file: Path, timeout: float | None = None, log_name: str = "log.txt"
 ) -> dict[str, Any]:
     """Run ``command`` from the repository with one thread (the ``*_NUM_THREADS`` variables), its output in
-    ``run_dir/log.txt``; returns ``{"wall_s", "status": "ok", **the JSON of result_file}``, or, when it failed, timed
+    ``run_dir/<log_name>``; returns ``{"wall_s", "status": "ok", **the JSON of result_file}``, or, when it failed, timed
     out or wrote no result, ``{"wall_s", "status": "failed", "returncode", "error": the log's last 15 lines}``."""
     threads = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     env = {
@@ -357,7 +365,7 @@ def run_logged_child(
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
     start = time.perf_counter()
-    with open(run_dir / "log.txt", "w", encoding="utf-8") as log:
+    with open(run_dir / log_name, "w", encoding="utf-8") as log:
         try:
             rc: int | str = subprocess.run(
                 command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout
@@ -368,7 +376,7 @@ def run_logged_child(
     if rc == 0 and result_file.is_file():
         row.update(status="ok", **json.loads(result_file.read_text(encoding="utf-8")))
     else:
-        tail = (run_dir / "log.txt").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:]
+        tail = (run_dir / log_name).read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:]
         row.update(status="failed", returncode=rc, error="\n".join(tail))
     return row
 
@@ -382,9 +390,10 @@ def run_specs(
     timeout: float | None = None,
     force: bool = False,
     keep: bool = False,
+    diagnose: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the specs not finished before in ``results_file`` (same id and hash; ``force``: all), ``jobs`` at a time,
-    each row appended as it finishes; returns every row of the file."""
+    each row appended as it finishes; returns every row of the file. ``diagnose``: see :func:`run_parent`."""
     rows = {r["id"]: r for r in read_rows(results_file)}
     todo = []
     for spec in specs:
@@ -402,7 +411,7 @@ def run_specs(
         print(f"== {spec['id']}: started", flush=True)
         row = {k: v for k, v in spec.items() if not k.startswith("_") and k not in ("run_dir", "dataset_dir")}
         row["settings"] = row.pop("overrides")
-        row.update(run_parent(spec, data, timeout, keep))
+        row.update(run_parent(spec, data, timeout, keep, diagnose))
         row.update(origin, bundle_version=versions.get(spec["bundle"]), command=command)
         row["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         append_rows(results_file, [row])
@@ -417,12 +426,21 @@ def run_specs(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The child's entry point: ``--one SPEC --result FILE``."""
+    """The child's entry point: ``--one SPEC --result FILE`` (a run), ``--diagnose SPEC --result FILE`` (its
+    pseudo-labels against the truth, after it ran)."""
     parser = argparse.ArgumentParser(description="one benchmark run (used by common.benchmark.runner.run_parent)")
-    parser.add_argument("--one", required=True)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--one")
+    what.add_argument("--diagnose")
     parser.add_argument("--result", required=True)
     args = parser.parse_args(argv)
-    write_text_atomic(args.result, json.dumps(run_child(json.loads(args.one)), indent=1))
+    if args.diagnose is not None:
+        from .diagnostics import diagnose_run
+
+        result = diagnose_run(json.loads(args.diagnose))
+    else:
+        result = run_child(json.loads(args.one))
+    write_text_atomic(args.result, json.dumps(result, indent=1))
     return 0
 
 
