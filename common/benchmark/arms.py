@@ -120,9 +120,13 @@ def _af_seg(c: RunContext) -> dict[str, Any]:
 MIPR_ROUNDS = 1
 
 
-def _mipr(c: RunContext, rounds: int = MIPR_ROUNDS) -> dict[str, Any]:
+def _mipr(c: RunContext, rounds: int | None = None) -> dict[str, Any]:
     """MIPR with ``rounds`` annotation rounds; each round trains its segmenter anew, so each gets the budget's steps
-    divided by ``rounds + 1``: all rounds together take the budget's steps, as every other arm."""
+    divided by ``rounds + 1``: all rounds together take the budget's steps, as every other arm. ``rounds`` None: the
+    budget's ``mipr_rounds`` where it has them (a paper budget, :mod:`.budgets`: the paper's 3), else
+    :data:`MIPR_ROUNDS`; likewise the generator's epochs (the paper's 500, else 20)."""
+    if rounds is None:
+        rounds = getattr(c.budget, "mipr_rounds", None) or MIPR_ROUNDS
     per_round_epochs = max(c.budget.epochs // (rounds + 1), 1)
     batch = c.budget.batch_size
     out = {
@@ -140,7 +144,7 @@ def _mipr(c: RunContext, rounds: int = MIPR_ROUNDS) -> dict[str, Any]:
             "replacement": True,
             "num_samples": c.budget.iterations * batch,
         },
-        "generator_epochs": 20,
+        "generator_epochs": getattr(c.budget, "generator_epochs", None) or 20,
         "generator_channels": [16, 32, 64, 128],
         "spade_hidden_channels": 32,
         "discriminator_channels": 32,

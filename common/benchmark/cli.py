@@ -7,6 +7,10 @@ python benchmarks/label_efficiency.py --dataset-dir DIR --labelled 4 8 [--arms .
 # a built-in task (rows go to the committed results/<task>/runs.jsonl.gz)
 python benchmarks/label_efficiency.py --task cluttered_mnist [--labelled 20] [--arms ...] [--seeds ...]
 
+# each method's own paper schedule (common.benchmark.budgets) for one method's arms, its control and the U-Net; rows
+# go to results/<task>_paper_<method>/; --dry-run prints the plan with the estimated hours and runs nothing
+python benchmarks/label_efficiency.py --task mni_tissue --budget paper --arms unimatch unimatch_control unet --dry-run
+
 # regenerate docs/label_efficiency.md's tables and plots from the committed results alone
 python benchmarks/label_efficiency.py --report
 """
@@ -24,9 +28,10 @@ from typing import Any
 from common.atomic_write import write_text_atomic
 
 from .arms import ARMS, not_applicable
+from .budgets import PaperSchedule, paper_plan, plan_lines, schedule_for_arms
 from .dataset import DatasetInfo, read_dataset
 from .protocol import SEEDS, Budget
-from .results import results_path
+from .results import read_rows, results_path
 from .runner import REPO, plan, run_specs
 from .tasks import TASKS
 
@@ -85,7 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rerun the runs already finished")
     parser.add_argument("--keep-runs", action="store_true", help="keep each finished run's folder")
     parser.add_argument("--timeout", type=float, help="seconds per run before it counts as failed")
+    parser.add_argument(
+        "--budget",
+        choices=("default", "paper"),
+        default="default",
+        help="default: the task's equal budget; paper: the paper schedule of the one method named in --arms, given to "
+        "every trained arm (results name <task>_paper_<method>)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and estimated hours, run nothing")
     args = parser.parse_args(argv)
+    if args.budget == "paper" and (args.quick or args.steps is not None):
+        parser.error("--budget paper sets the papers' schedules: it takes neither --quick nor --steps")
 
     if args.report:
         from .report import regenerate
@@ -124,14 +139,35 @@ def main(argv: list[str] | None = None) -> int:
     for key, why in na.items():
         if key in args.arms:
             print(f"n/a {key}: {why}")
+    reference_file = results_path(results_dir, name)  # the default budget's rows: seconds per step for the estimate
+    schedule: PaperSchedule | None = None
+    if args.budget == "paper":
+        try:
+            schedule = schedule_for_arms([a for a in args.arms if a not in na])
+        except ValueError as e:
+            parser.error(str(e))
+        name, title = f"{name}_paper_{schedule.method}", f"{title}; {schedule.method}'s paper schedule"
     task_dir = out / name
-    specs = plan(data, name, budget, args.arms, labelled, seeds, task_dir / "runs", na, many_objects)
+    if schedule is None:
+        specs = plan(data, name, budget, args.arms, labelled, seeds, task_dir / "runs", na, many_objects)
+    else:
+        specs, budgets = paper_plan(
+            data, name, schedule, budget, args.arms, labelled, seeds, task_dir / "runs", na, many_objects
+        )
+        budget = budgets[min(labelled)]
     if not specs:
         raise SystemExit(f"nothing to run: every arm of {args.arms} is n/a on {data.root}")
     results_file = results_path(results_dir, name)
-    write_text_atomic(
-        results_file.parent / "task.json", json.dumps(_task_info(name, title, data, budget, na), indent=1) + "\n"
-    )
+    if schedule is not None or args.dry_run:
+        reference_rows = read_rows(reference_file) if reference_file.is_file() else []
+        for line in plan_lines(specs, reference_rows, str(reference_file), str(results_file), schedule, args.jobs):
+            print(line, flush=True)
+    if args.dry_run:
+        return 0
+    info = _task_info(name, title, data, budget, na)
+    if schedule is not None:
+        info.update(schedule=schedule.as_row(), budget_per_labelled={str(k): b.as_row() for k, b in budgets.items()})
+    write_text_atomic(results_file.parent / "task.json", json.dumps(info, indent=1) + "\n")
     command = "python benchmarks/label_efficiency.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     start = time.perf_counter()
     diagnose = bool(args.task)  # built-in tasks: the benchmark holds every pool label (common.benchmark.diagnostics)
