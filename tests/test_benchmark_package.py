@@ -233,3 +233,24 @@ def test_unimatch_run_is_diagnosed_against_the_truth_only_after_it_trained(tmp_p
     truth = json.loads((run_dir / "datalist_truth.json").read_text())
     assert len(truth["test"]) == unlabelled and all("label" in i for i in truth["test"])
     assert (run_dir / "datalist_truth.json").stat().st_mtime >= (run_dir / "models" / "model.pt").stat().st_mtime
+
+
+def test_evaluation_in_batches_gives_each_image_the_same_dice(tmp_path: Path) -> None:
+    """The built-in tasks evaluate their test images in batches (``eval_batch_size``): the same per-image Dice as
+    one at a time, and the same settings hash (finished rows stay finished)."""
+    from common.benchmark.runner import evaluation_workflow, run_overrides, run_scores, run_specs
+
+    data = read_dataset(png_folder(tmp_path / "data", cases=12))
+    budget = Budget("quick", steps=4, epochs=2, batch_size=2, image_size=32)
+    specs = plan(data, "disks", budget, ["unet"], [2], [0], tmp_path / "runs", {}, eval_batch_size=3)
+    one = plan(data, "disks", budget, ["unet"], [2], [0], tmp_path / "runs", {})
+    assert specs[0]["hash"] == one[0]["hash"] and specs[0]["eval_batch_size"] == 3
+    (row,) = run_specs(specs, data, tmp_path / "runs.jsonl.gz", "test", keep=True)
+    assert row["status"] == "ok" and row["test_cases"] == len(data.test) >= 2
+    spec = {k: v for k, v in specs[0].items() if not k.startswith("_")}
+    workflow = evaluation_workflow({**spec, "eval_batch_size": 1}, run_overrides(spec), eval_name="eval")
+    assert workflow.parser.get_parsed_content("validate#dataloader").batch_size == 1
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    assert run_scores(spec)["dice_per_image"] == row["dice_per_image"]

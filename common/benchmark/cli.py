@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         labelled = args.labelled or list(builtin.labelled)
         na = not_applicable(data, builtin.not_applicable)
         many_objects = builtin.many_objects
+        eval_batch_size = builtin.eval_batch_size
         results_dir = Path(args.results_dir) if args.results_dir else (out / "results" if args.quick else RESULTS_DIR)
     else:
         data = read_dataset(args.dataset_dir)
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         labelled = args.labelled
         na = not_applicable(data)
         many_objects = True
+        eval_batch_size = 1  # a user's images may differ in shape
         results_dir = Path(args.results_dir) if args.results_dir else out / "results"
     too_many = [k for k in labelled if k > len(data.pool_cases) or k < 1]
     if too_many:
@@ -149,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         name, title = f"{name}_paper_{schedule.method}", f"{title}; {schedule.method}'s paper schedule"
     task_dir = out / name
     if schedule is None:
-        specs = plan(data, name, budget, args.arms, labelled, seeds, task_dir / "runs", na, many_objects)
+        specs = plan(
+            data, name, budget, args.arms, labelled, seeds, task_dir / "runs", na, many_objects, eval_batch_size
+        )
     else:
         specs, budgets = paper_plan(
             data, name, schedule, budget, args.arms, labelled, seeds, task_dir / "runs", na, many_objects

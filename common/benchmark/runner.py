@@ -57,9 +57,12 @@ def plan(
     runs_dir: Path,
     not_applicable: dict[str, str],
     many_objects: bool = True,
+    eval_batch_size: int = 1,
 ) -> list[dict[str, Any]]:
     """The run specs (arm x labelled amount x seed; label-free and classical arms at 0); a method and its control
-    are planned with the same segmenter steps (``ValueError`` otherwise). Writes each run's datalists."""
+    are planned with the same segmenter steps (``ValueError`` otherwise). ``eval_batch_size``: test images per
+    evaluation batch (images of one shape only; it is not part of a run's settings hash, as it changes no
+    prediction)."""
     specs = []
     for key in arms:
         if key not in ARMS:
@@ -103,6 +106,7 @@ def plan(
                     "dataset_dir": str(data.root),
                 }
                 spec["hash"] = spec_hash(spec)
+                spec["eval_batch_size"] = eval_batch_size
                 spec["run_dir"] = str(run_dir)
                 spec["_cases"] = cases
                 specs.append(spec)
@@ -241,7 +245,11 @@ def evaluation_workflow(
     from .volumes import report_per_volume
 
     run_dir = Path(spec["run_dir"])
-    eval_overrides = {**overrides, "datalist_file": str(run_dir / datalist)}
+    eval_overrides = {
+        **overrides,
+        "datalist_file": str(run_dir / datalist),
+        "validate#dataloader#batch_size": int(spec.get("eval_batch_size", 1)),
+    }
     configs = [*spec["train_configs"], "evaluate.json"]
     workflow = load_workflow(spec["bundle"], configs, "eval", **eval_overrides, eval_dir=str(run_dir / eval_name))
     if spec.get("spatial_dims") == 3:

@@ -31,6 +31,8 @@ class BuiltinTask:
         budget, quick_budget: the runs' budget, and that of ``--quick``.
         many_objects: images hold many objects, so MIPR keeps every pseudo-label component.
         not_applicable: arm -> why it does not apply here (beyond what the data decides).
+        eval_batch_size: test images per evaluation batch (all of one shape here; 1 for volumes); the batch does
+            not change a prediction (the networks evaluate in eval mode), only the time.
     """
 
     name: str
@@ -41,6 +43,7 @@ class BuiltinTask:
     quick_budget: Budget
     many_objects: bool = False
     not_applicable: Mapping[str, str] = field(default_factory=dict)
+    eval_batch_size: int = 1
 
 
 def _cluttered_mnist(data_dir: Path, quick: bool) -> Path:
@@ -88,6 +91,7 @@ TASKS: dict[str, BuiltinTask] = {
             labelled=(20, 100),
             budget=Budget("default", steps=600, epochs=6, batch_size=8, image_size=48),
             quick_budget=Budget("quick", steps=8, epochs=2, batch_size=8, image_size=48),
+            eval_batch_size=50,
             not_applicable={
                 "af_seg": (
                     "its premise, a classical coarse mask that is roughly right, does not hold (the clutter is made "
@@ -104,6 +108,7 @@ TASKS: dict[str, BuiltinTask] = {
             budget=Budget("default", steps=600, epochs=6, batch_size=8, image_size=64),
             quick_budget=Budget("quick", steps=8, epochs=2, batch_size=8, image_size=32),
             many_objects=True,
+            eval_batch_size=16,
         ),
         BuiltinTask(
             "cells_hard",
@@ -113,6 +118,7 @@ TASKS: dict[str, BuiltinTask] = {
             budget=Budget("default", steps=300, epochs=10, batch_size=8, image_size=128),
             quick_budget=Budget("quick", steps=6, epochs=2, batch_size=8, image_size=32),
             many_objects=True,
+            eval_batch_size=16,
         ),
         BuiltinTask(
             "sparse_stack",
