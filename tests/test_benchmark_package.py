@@ -254,3 +254,27 @@ def test_evaluation_in_batches_gives_each_image_the_same_dice(tmp_path: Path) ->
     workflow.run()
     workflow.finalize()
     assert run_scores(spec)["dice_per_image"] == row["dice_per_image"]
+
+
+def test_provenance_is_clean_when_only_results_changed(tmp_path: Path, monkeypatch) -> None:
+    """A run that rewrites a committed results file (``task.json``) still records a clean commit; a changed code file
+    marks it dirty. (``git status --porcelain`` begins the line of a file changed in the work tree with a space.)"""
+    import subprocess
+
+    from common.benchmark import runner
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "task.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "first")
+    monkeypatch.setattr(runner, "REPO", tmp_path)
+    (tmp_path / "results" / "task.json").write_text('{"changed": true}')
+    found = runner.provenance()
+    assert found["dirty"] is False and len(found["commit"]) == 12
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert runner.provenance()["dirty"] is True

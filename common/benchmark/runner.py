@@ -119,8 +119,10 @@ def provenance() -> dict[str, Any]:
     import torch
 
     def git(*args: str) -> str:
+        """The command's standard output as is (``--porcelain`` lines begin with a status column that may be a
+        space), or "" when git is missing or fails."""
         try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout
         except (OSError, subprocess.CalledProcessError):
             return ""
 
@@ -129,7 +131,7 @@ def provenance() -> dict[str, Any]:
         if not line[3:].startswith(("results/", "docs/"))
     ]  # fmt: skip
     return {
-        "commit": git("rev-parse", "--short=12", "HEAD") or "unknown",
+        "commit": git("rev-parse", "--short=12", "HEAD").strip() or "unknown",
         "dirty": bool(changed),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__},
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, 1 torch thread per run",
