@@ -278,3 +278,16 @@ def test_provenance_is_clean_when_only_results_changed(tmp_path: Path, monkeypat
     assert found["dirty"] is False and len(found["commit"]) == 12
     (tmp_path / "code.py").write_text("x = 2\n")
     assert runner.provenance()["dirty"] is True
+
+
+def test_the_benchmark_evaluation_runs_the_evaluator_alone(tmp_path: Path) -> None:
+    """AF-Seg's ``evaluate.json`` also draws a pipeline panel, which would rerun its stages 1 and 2 on the training
+    images of every benchmark run; the benchmark's evaluation runs only the evaluator."""
+    from common.benchmark.runner import EVALUATION_RUN, evaluation_workflow, run_overrides
+
+    data = read_dataset(png_folder(tmp_path / "data", cases=6))
+    budget = Budget("quick", steps=2, epochs=1, batch_size=2, image_size=32)
+    (spec,) = plan(data, "disks", budget, ["af_seg"], [2], [0], tmp_path / "runs", {})
+    spec = {k: v for k, v in spec.items() if not k.startswith("_")}
+    workflow = evaluation_workflow(spec, run_overrides(spec))
+    assert workflow.parser["run"] == EVALUATION_RUN

@@ -34,6 +34,7 @@ from .protocol import PROTOCOL, Budget, labelled_subset, write_run_datalists, wr
 from .results import append_rows, read_rows
 
 REPO = Path(__file__).resolve().parents[2]
+EVALUATION_RUN = ["$@validate#evaluator.run()"]  # the benchmark's evaluation: the test images' scores only
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
@@ -241,7 +242,9 @@ def evaluation_workflow(
 ) -> Any:
     """The bundle's ``evaluate.json`` workflow on the ``test`` list of the run's ``datalist`` (by default its test
     cases), writing to ``<run>/<eval_name>``, not yet initialised; on 3D data it also scores each test volume
-    (:mod:`.volumes`)."""
+    (:mod:`.volumes`). It runs the evaluator alone (:data:`EVALUATION_RUN`): AF-Seg's ``evaluate.json`` also draws
+    a panel of its whole pipeline, which reruns its stages 1 and 2 on the run's training images when the test
+    datalist differs from the training one, as here (a minute per run on sparse_stack, and no score)."""
     from common.bundle import load_workflow
 
     from .volumes import report_per_volume
@@ -251,6 +254,7 @@ def evaluation_workflow(
         **overrides,
         "datalist_file": str(run_dir / datalist),
         "validate#dataloader#batch_size": int(spec.get("eval_batch_size", 1)),
+        "run": EVALUATION_RUN,
     }
     configs = [*spec["train_configs"], "evaluate.json"]
     workflow = load_workflow(spec["bundle"], configs, "eval", **eval_overrides, eval_dir=str(run_dir / eval_name))
