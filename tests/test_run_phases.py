@@ -36,3 +36,12 @@ def test_span_counts_nested_and_paused_calls_once():
     counted = inner.cpu
     stage()
     assert inner.cpu == counted > 0 and outer.cpu > 0  # work inside a stage is the stage's, not counted twice
+
+
+def test_eval_batch_prints_both_sizes_with_the_same_dice(tmp_path: Path, capsys):
+    from benchmarks import eval_batch
+
+    args = ["--quick", "--arms", "unet", "--batch", "8", "--repeats", "1", "--out", str(tmp_path)]
+    assert eval_batch.main(args) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| unet |"))
+    assert line.endswith("| yes |")
