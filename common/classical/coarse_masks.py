@@ -210,6 +210,26 @@ def coarse_masks_volume(
     return list(mask)
 
 
+def _source_slices(items: Sequence[Mapping], samples: Sequence[np.ndarray], slice_axis: int) -> list[np.ndarray]:
+    """The slices of the items' common source volume at their ``"slice"`` indices, ``(C, H, W)`` float32 each, read
+    with the slice pipeline's loader (:func:`common.data.slices.load_array`); ``samples`` when the source cannot be
+    read or its slices do not have the samples' shapes."""
+    from common.data.slices import load_array
+
+    source = str(items[0].get("source") or "")
+    try:
+        volume = np.asarray(load_array(source, "image"), dtype=np.float32)  # (C, *spatial)
+        if volume.ndim != 4:
+            raise ValueError(f"expected a 3D volume (C, H, W, D), got shape {volume.shape}")
+        out = [np.take(volume, int(item["slice"]), axis=slice_axis + 1) for item in items]
+        if any(o.shape != np.shape(s) for o, s in zip(out, samples)):
+            raise ValueError(f"its slices {out[0].shape} differ from the samples {np.shape(samples[0])}")
+        return out
+    except (OSError, ValueError, KeyError, IndexError) as e:
+        logger.warning("stage 1: volume %s: its own intensities not used (%s); the samples are.", source, e)
+        return list(samples)
+
+
 def _volume_groups(items: Sequence[Mapping]) -> list[list[int]]:
     """Indices of ``items`` grouped by volume (``"source"``), each group in slice order; an item without a source, or
     the only item of its source (a 2D image), is a group of its own."""
@@ -239,6 +259,9 @@ def write_coarse_masks(
     erosion_radius: int | str = 1,
     erosion_size_fraction: float = 0.15,
     region_statistics: str = "image",
+    volume_intensities: str = "samples",
+    slice_axis: int = 2,
+    volume_smoothing: int | None = None,
     **kwargs: object,
 ) -> list[dict]:
     """Stage 1 over a datalist: one weak label per item, written as ``(1, H, W)`` uint8 ``.npy``.
@@ -260,6 +283,19 @@ def write_coarse_masks(
             ``"volume"``: the slices of one volume (items sharing a ``"source"``) get :func:`coarse_masks_volume`,
             one level set (or threshold) over the volume, so object-free slices stay empty; 2D images (one-slice
             sources) are segmented alone either way.
+        volume_intensities: with ``region_statistics="volume"``, what the volume's level set sees: ``"samples"``
+            (default: the written 2D samples, as the slice pipeline normalised them) or ``"source"``: the volume's
+            own intensities, read from the items' ``"source"`` file (its own range, min-max over the volume; no
+            clipping) and cut along ``slice_axis`` at the items' ``"slice"`` indices. A pipeline that clips (AF-Seg:
+            z-score / 5 clipped to [-1, 1]) flattens the brightest objects, and on a volume with few object voxels
+            the background's slow drift then becomes the better two-phase split (issue 34). A volume whose source
+            cannot be read, or whose slices do not have the samples' shape (resized samples), falls back to the
+            samples, with a warning.
+        slice_axis: spatial axis of the source volumes along which the samples were cut (the bundle's
+            ``slicing#axis``), for ``volume_intensities="source"``.
+        volume_smoothing: ``level_set_smoothing`` of the 3D level set of a volume (``None``: the same as for 2D
+            images). The morphological smoothing acts in 3D there, and on objects a few slices thick it removes
+            their first and last slices.
         kwargs: the other arguments of :func:`coarse_mask` (``method``, ``channel``, ...).
 
     Returns:
@@ -276,10 +312,19 @@ def write_coarse_masks(
     # un-eroded masks first: the "auto" radius needs all of them before any is eroded
     if region_statistics not in ("image", "volume"):
         raise ValueError(f"region_statistics must be 'image' or 'volume', got {region_statistics!r}.")
+    if volume_intensities not in ("samples", "source"):
+        raise ValueError(f"volume_intensities must be 'samples' or 'source', got {volume_intensities!r}.")
+    volume_kwargs = dict(kwargs)
+    if volume_smoothing is not None:
+        volume_kwargs["level_set_smoothing"] = int(volume_smoothing)
     masks: list[np.ndarray] = [np.zeros(0, dtype=bool)] * len(items)
-    for group in _volume_groups(items) if region_statistics == "volume" else [[i] for i in range(len(items))]:
+    groups = _volume_groups(items) if region_statistics == "volume" else [[i] for i in range(len(items))]
+    for group in groups:
         if len(group) > 1:
-            volume_masks = coarse_masks_volume([np.load(items[i]["image"]) for i in group], **kwargs)
+            slices = [np.load(items[i]["image"]) for i in group]
+            if volume_intensities == "source":
+                slices = _source_slices([items[i] for i in group], slices, slice_axis)
+            volume_masks = coarse_masks_volume(slices, **volume_kwargs)
             for i, mask in zip(group, volume_masks):
                 masks[i] = mask
             occupied = sum(bool(m.any()) for m in volume_masks)
@@ -295,6 +340,11 @@ def write_coarse_masks(
     settings = {"erosion_radius": erosion_radius, "erosion_size_fraction": erosion_size_fraction, **kwargs}
     if region_statistics != "image":
         settings["region_statistics"] = region_statistics
+    if any(len(g) > 1 for g in groups):  # settings of the volume path, recorded where a volume was segmented
+        if volume_intensities != "samples":
+            settings.update(volume_intensities=volume_intensities, slice_axis=slice_axis)
+        if volume_smoothing is not None:
+            settings["volume_smoothing"] = volume_smoothing
     if erosion_radius == "auto":
         radii = equivalent_radii(masks)
         radius = _radius_from(radii, erosion_size_fraction)
