@@ -50,11 +50,14 @@ def _batches(dataset: PlainCacheDataset, epochs: int = 3) -> list[dict]:
         ("supervised_seg", "train#preprocessing", ("image", "label")),
         ("adversarial_semi_seg", "train#preprocessing", ("image", "label")),
         ("unimatch_semi_seg", "train#preprocessing", ("image", "label")),
+        ("acwe_unsup_seg", "train#preprocessing", ("image", "label")),
     ],
 )
 def test_plain_path_gives_the_same_batches(tmp_path: Path, bundle: str, config_id: str, keys: tuple[str, ...]):
     items = _items(tmp_path)
     overrides = {"patch_size": [16, 16], "num_channels": 1, "num_classes": 2}
+    if bundle == "acwe_unsup_seg":  # per-image percentile scaling: no data set to read volumes from
+        overrides.update(datalists={}, acwe_region_statistics="image")
     kwargs = {"cache_rate": 1.0, "num_workers": 0, "progress": False}
     meta = PlainCacheDataset(items, _transform(bundle, config_id, overrides), track_meta=True, **kwargs)
     plain = PlainCacheDataset(items, _transform(bundle, config_id, overrides), track_meta=False, **kwargs)
