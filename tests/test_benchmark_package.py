@@ -209,6 +209,7 @@ def test_confident_pixel_tally_counts_confident_pixels_and_their_precision():
     assert found["images"] == 1 and found["coverage"] == 0.75  # the 0.5 / 0.5 pixel is not confident
     assert found["precision"] == round(2 / 3, 4)  # background right, one foreground right, one foreground wrong
     assert found["foreground_share"] == round(2 / 3, 4) and found["foreground_precision"] == 0.5
+    assert found["truth_foreground"] == 0.25
 
 
 def test_unimatch_run_is_diagnosed_against_the_truth_only_after_it_trained(tmp_path: Path) -> None:

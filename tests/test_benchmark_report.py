@@ -299,6 +299,7 @@ def test_coverage_lines_add_the_pseudo_label_diagnostic_where_rows_hold_it() -> 
     from common.benchmark.report import coverage_lines
 
     found = {"threshold": 0.95, "images": 180, "coverage": 0.8, "precision": 0.9, "foreground_precision": 0.6}
+    found.update(foreground_share=0.05, truth_foreground=0.1)
     rows = [
         {"arm": "unimatch", "role": "method", "labelled": 20, "coverage_per_epoch": [0.1, 0.5], "pseudo_labels": found},
         {"arm": "unimatch", "role": "method", "labelled": 20, "coverage_per_epoch": [0.3, 0.7],
@@ -306,6 +307,6 @@ def test_coverage_lines_add_the_pseudo_label_diagnostic_where_rows_hold_it() -> 
     ]  # fmt: skip
     assert coverage_lines(rows)[2] == (
         "- `unimatch` @ 20: first epoch 0.200, last epoch 0.600 (2 runs); the last network on 180 unlabelled cases"
-        " without augmentation (2 runs): 0.700 of the pixels at or above 0.95, 0.800 of them right (0.500 of those"
-        " called foreground)"
+        " without augmentation (2 runs): 0.700 of the pixels at or above 0.95, 0.800 of them right; 0.035 of all"
+        " pixels confidently foreground, 0.500 of those right (truly foreground: 0.100 of the pixels)"
     )

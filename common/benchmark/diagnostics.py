@@ -28,7 +28,8 @@ class ConfidentPixelTally:
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
-        self.counts = {k: 0 for k in ("pixels", "confident", "correct", "foreground", "foreground_correct", "images")}
+        names = ("pixels", "confident", "correct", "foreground", "foreground_correct", "truth_foreground", "images")
+        self.counts = {k: 0 for k in names}
 
     def attach(self, engine: Any) -> None:
         from ignite.engine import Events
@@ -51,12 +52,13 @@ class ConfidentPixelTally:
         self.counts["correct"] += int((confident & right).sum())
         self.counts["foreground"] += int(foreground.sum())
         self.counts["foreground_correct"] += int((foreground & right).sum())
+        self.counts["truth_foreground"] += int((truth > 0).sum())
         self.counts["images"] += 1
 
     def result(self) -> dict[str, Any]:
         """``threshold``, ``images``, ``coverage`` (confident / pixels), ``precision`` (correct / confident),
-        ``foreground_share`` (confident foreground / confident), ``foreground_precision``; ``None`` where a share
-        has nothing to divide."""
+        ``foreground_share`` (confident foreground / confident), ``foreground_precision``, ``truth_foreground``
+        (truly foreground / pixels); ``None`` where a share has nothing to divide."""
         c = self.counts
 
         def share(a: str, b: str) -> float | None:
@@ -69,6 +71,7 @@ class ConfidentPixelTally:
             "precision": share("correct", "confident"),
             "foreground_share": share("foreground", "confident"),
             "foreground_precision": share("foreground_correct", "foreground"),
+            "truth_foreground": share("truth_foreground", "pixels"),
         }
 
 

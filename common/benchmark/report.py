@@ -269,11 +269,19 @@ def coverage_lines(rows: list[dict[str, Any]]) -> list[str]:
                 values = [f[key] for f in found if f.get(key) is not None]
                 return f"{sum(values) / len(values):.3f}" if values else "-"
 
+            confident_foreground = [
+                f["coverage"] * f["foreground_share"] for f in found if f.get("foreground_share") is not None
+            ]
+            foreground = f"{sum(confident_foreground) / len(confident_foreground):.3f}" if confident_foreground else "-"
             line += (
                 f"; the last network on {found[0]['images']} unlabelled cases without augmentation"
                 f" ({len(found)} runs): {mean('coverage')} of the pixels at or above {found[0]['threshold']},"
-                f" {mean('precision')} of them right ({mean('foreground_precision')} of those called foreground)"
+                f" {mean('precision')} of them right; {foreground} of all pixels confidently foreground,"
+                f" {mean('foreground_precision')} of those right"
             )
+            truth = [f["truth_foreground"] for f in found if f.get("truth_foreground") is not None]
+            if truth:
+                line += f" (truly foreground: {sum(truth) / len(truth):.3f} of the pixels)"
         out.append(line)
     return out + [""]
 
