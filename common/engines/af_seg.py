@@ -18,7 +18,9 @@ Generator objective ``L = L_GAN + L_seg + mu * L_shape`` (``mu = 50``), minimise
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from common.engines.utils import AmpTrainer
 
-__all__ = ["AFSegTrainer", "linear_decay"]
+__all__ = ["AFSegTrainer", "checkpoint_norm", "linear_decay", "segmenter_norm"]
 
 
 def linear_decay(constant_epochs: int, decay_epochs: int) -> Callable[[int], float]:
@@ -42,6 +44,30 @@ def linear_decay(constant_epochs: int, decay_epochs: int) -> Callable[[int], flo
         return 1.0 - max(0, epoch + 1 - constant_epochs) / float(decay_epochs + 1)
 
     return factor
+
+
+def segmenter_norm(items: Sequence[Mapping], image_norm: str = "instance", volume_norm: str = "batch") -> str:
+    """The segmenter's normalisation: ``volume_norm`` when ``items`` hold several slices of one volume, else
+    ``image_norm`` (the paper's 2D images).
+
+    Instance norm normalises every feature map over its own slice, so the segmenter cannot tell an object-free slice
+    (drift and noise only) from one with objects: its logits there sit around one level and about a tenth of the
+    pixels cross 0.5 (issue 34, ``sparse_stack``). Batch norm keeps the intensities' scale across slices.
+    """
+    from common.handlers.energy_restarts import has_volumes
+
+    return volume_norm if has_volumes(items) else image_norm
+
+
+def checkpoint_norm(path: str | os.PathLike, default: str = "instance") -> str:
+    """``"batch"`` if the segmenter saved in ``path`` (``{"model": state_dict, ...}``) holds batch-norm running
+    statistics, else ``default`` (also when there is no file yet): evaluation and inference build the network that
+    training saved."""
+    if not Path(path).is_file():
+        return default
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    return "batch" if any(k.endswith("running_mean") for k in state) else default
 
 
 def _last(output: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
