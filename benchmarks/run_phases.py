@@ -392,7 +392,10 @@ def main(argv: list[str] | None = None) -> int:
             if key in na:
                 parser.error(f"{key} does not apply to {args.task}: {na[key]}")
         runs = out / builtin.name / "runs"
-        found = plan(data, builtin.name, budget, v2_arms, [labelled], [args.seed], runs, na, builtin.many_objects)
+        found = plan(
+            data, builtin.name, budget, v2_arms, [labelled], [args.seed], runs, na, builtin.many_objects,
+            builtin.eval_batch_size,
+        )  # fmt: skip
         specs += [(s, data) for s in found]
     if "translation" in args.arms:  # not an arm of protocol v2: as the v1 benchmark runs it
         from benchmarks.experiments import label_efficiency_v1 as le
