@@ -18,6 +18,7 @@ from common.benchmark.budgets import (
     SCHEDULES,
     PoolCounts,
     estimate_run,
+    paper_plan,
     pool_counts,
     schedule_for_arms,
     schedules_markdown,
@@ -184,3 +185,13 @@ def test_estimate_without_rows_says_so() -> None:
 def test_docs_hold_the_table_of_paper_schedules() -> None:
     page = (REPO / "docs" / "label_efficiency.md").read_text(encoding="utf-8")
     assert schedules_markdown() in page, "docs/label_efficiency.md: paste budgets.schedules_markdown() into Budgets"
+
+
+def test_paper_plan_passes_the_evaluation_batch_on(tmp_path: Path) -> None:
+    data = read_dataset(png_folder(tmp_path / "disks", cases=40))
+    specs, _ = paper_plan(
+        data, "disks_paper_unimatch", SCHEDULES["unimatch"], BASE, ["unimatch", "unimatch_control", "unet", "otsu"],
+        [4], [0], tmp_path / "runs", {}, eval_batch_size=16,
+    )  # fmt: skip
+    assert {s["arm"] for s in specs} == {"unimatch", "unimatch_control", "unet", "otsu"}
+    assert all(s.get("eval_batch_size", 1) == 16 for s in specs if s["bundle"] is not None), specs

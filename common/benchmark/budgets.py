@@ -264,19 +264,25 @@ def paper_plan(
     runs_dir: Path,
     not_applicable: dict[str, str],
     many_objects: bool = True,
+    eval_batch_size: int = 1,
 ) -> tuple[list[dict[str, Any]], dict[int, PaperBudget]]:
     """The specs of :func:`common.benchmark.runner.plan` with ``schedule``'s budget, computed per labelled amount
     (UniMatch's epoch depends on the unlabelled images; label-free and classical arms get that of 0 labelled cases),
     and the budget of each amount. ``ValueError`` when a trained arm plans other steps than the budget's: every
-    trained arm of the invocation gets the paper's steps."""
+    trained arm of the invocation gets the paper's steps. ``eval_batch_size``: test images per evaluation batch (as
+    :func:`~common.benchmark.runner.plan`)."""
     budgets = {k: schedule.budget(pool_counts(data, k), base) for k in sorted({0, *labelled})}
     with_labels = [a for a in arms if a in ARMS and ARMS[a].labels]
     without = [a for a in arms if a not in with_labels]
     specs: list[dict[str, Any]] = []
     for k in labelled:
-        specs += plan(data, task, budgets[k], with_labels, [k], seeds, runs_dir, not_applicable, many_objects)
+        specs += plan(
+            data, task, budgets[k], with_labels, [k], seeds, runs_dir, not_applicable, many_objects, eval_batch_size
+        )
     if without:
-        specs += plan(data, task, budgets[0], without, [0], seeds, runs_dir, not_applicable, many_objects)
+        specs += plan(
+            data, task, budgets[0], without, [0], seeds, runs_dir, not_applicable, many_objects, eval_batch_size
+        )
     for spec in specs:
         steps = spec["budget"]["steps"]
         if spec["bundle"] is not None and spec["planned_steps"] != steps:

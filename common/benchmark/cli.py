@@ -156,7 +156,17 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         specs, budgets = paper_plan(
-            data, name, schedule, budget, args.arms, labelled, seeds, task_dir / "runs", na, many_objects
+            data,
+            name,
+            schedule,
+            budget,
+            args.arms,
+            labelled,
+            seeds,
+            task_dir / "runs",
+            na,
+            many_objects,
+            eval_batch_size,
         )
         budget = budgets[min(labelled)]
     if not specs:
