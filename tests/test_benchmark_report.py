@@ -256,6 +256,31 @@ def test_regenerate_errors_on_a_missing_block_or_results_file(tmp_path: Path):
         regenerate(tmp_path / "results_none", page, tmp_path / "plots")
 
 
+def test_paper_budget_results_go_into_the_paper_block(tmp_path: Path):
+    page = tmp_path / "page.md"
+    paper_page = PAGE + "\n<!-- BEGIN GENERATED: paper_budgets -->\n<!-- END GENERATED: paper_budgets -->\n"
+    page.write_text(paper_page, encoding="utf-8")
+    results = _results(tmp_path, {"toy": task_rows(adversarial_gain=0.06)})
+    regenerate(results, page, tmp_path / "plots")
+    assert "No rows of `--budget paper` yet" in page.read_text(encoding="utf-8")
+
+    rows = task_rows(adversarial_gain=0.0, seeds=5)
+    _results(tmp_path, {"toy_paper_adversarial": [dict(r, task="toy_paper_adversarial") for r in rows]})
+    regenerate(results, page, tmp_path / "plots")
+    text = page.read_text(encoding="utf-8")
+    assert "No rows of `--budget paper` yet" not in text
+    paper = text[text.index("BEGIN GENERATED: paper_budgets") :]
+    assert (
+        "#### the toy_paper_adversarial task" in paper and "| the adversarial arm (`adversarial`) | method |" in paper
+    )
+    assert "`toy_paper_adversarial`" in text[: text.index("END GENERATED: verdicts")]  # a column of the matrix
+    assert (tmp_path / "plots" / "label_efficiency_toy_paper_adversarial.png").is_file()
+
+    page.write_text(PAGE, encoding="utf-8")  # no paper block: the paper task needs a block of its own
+    with pytest.raises(ValueError, match="no generated block 'task:toy_paper_adversarial'"):
+        regenerate(results, page, tmp_path / "plots")
+
+
 def test_recommendation_names_the_method_that_beats_both(tmp_path: Path):
     rows = task_rows(adversarial_gain=0.06, mipr_gain=0.04)  # both help; adversarial by more
     text = recommendation_markdown("toy", rows, 20, "/data/my_task")

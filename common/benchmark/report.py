@@ -459,6 +459,11 @@ def replace_blocks(text: str, blocks: dict[str, str]) -> str:
     return _BLOCK.sub(body, text)
 
 
+PAPER_MARK = "_paper_"  # results names of --budget paper: <task>_paper_<method>
+PAPER_BLOCK = "paper_budgets"  # the page's block that holds them, one section each, unless one has its own block
+PAPER_NONE_TEXT = "No rows of `--budget paper` yet (no `results/<task>_paper_<method>/`)."
+
+
 def read_task_info(results_dir: Path, task: str) -> dict[str, Any] | None:
     """``<results_dir>/<task>/task.json`` (the runner's description of the task), None when absent."""
     path = Path(results_dir) / task / TASK_INFO_NAME
@@ -477,8 +482,10 @@ def regenerate(
 ) -> list[Path]:
     """Rewrite the generated blocks of ``docs_page`` (``verdicts`` and one ``task:<task>`` per results file) and of
     each bundle page's ``benchmark`` block from ``<results_dir>/<task>/runs.jsonl.gz`` (+ ``task.json``), and write
-    ``<plots_dir>/label_efficiency_<task>.png``. Errors, before anything is written, when a task block has no
-    results file or a results file has no block. Returns the paths written."""
+    ``<plots_dir>/label_efficiency_<task>.png``. The rows of ``--budget paper`` (``<task>_paper_<method>``) without a
+    block of their own go, one section each, into the page's ``paper_budgets`` block when it has one. Errors, before
+    anything is written, when a task block has no results file or a results file has no block. Returns the paths
+    written."""
     results_dir, docs_page, plots_dir = Path(results_dir), Path(docs_page), Path(plots_dir)
     tasks = sorted(p.parent.name for p in results_dir.glob(f"*/{RESULTS_NAME}"))
     page = docs_page.read_text(encoding="utf-8")
@@ -490,7 +497,8 @@ def regenerate(
                 f"{docs_page}: block '{name}' has no results file {results_path(results_dir, task)}; run the task or "
                 "remove the block."
             )
-    for name in ["verdicts"] + [f"task:{t}" for t in tasks]:
+    in_paper_block = [t for t in tasks if PAPER_MARK in t and f"task:{t}" not in names and PAPER_BLOCK in names]
+    for name in ["verdicts"] + [f"task:{t}" for t in tasks if t not in in_paper_block]:
         if name not in names:
             raise ValueError(
                 f"{docs_page}: no generated block '{name}'; add the lines '<!-- BEGIN GENERATED: {name} -->' and "
@@ -504,16 +512,20 @@ def regenerate(
     written: list[Path] = []
     blocks: dict[str, str] = {}
     per_task: dict[str, list[Comparison]] = {}
+    titles: dict[str, str] = {}
     for task in tasks:
         rows = read_rows(results_path(results_dir, task))
         info = read_task_info(results_dir, task)
-        title = (info or {}).get("title") or task
+        title = titles[task] = (info or {}).get("title") or task
         plot_path = plots_dir / f"label_efficiency_{task}.png"
         plot_task(task, rows, plot_path, title)
         written.append(plot_path)
         link = Path(os.path.relpath(plot_path.resolve(), docs_page.resolve().parent)).as_posix()
         blocks[f"task:{task}"] = task_markdown(task, title, rows, info, plot=link)
         per_task[task] = task_comparisons(rows)
+    if PAPER_BLOCK in names:
+        sections = [f"#### {titles[t]}\n\n{blocks.pop(f'task:{t}')}" for t in in_paper_block]
+        blocks[PAPER_BLOCK] = "\n".join(sections) if sections else PAPER_NONE_TEXT
     blocks["verdicts"] = verdict_matrix(per_task)
     write_text_atomic(docs_page, replace_blocks(page, blocks))
     written.append(docs_page)
