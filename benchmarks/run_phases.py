@@ -8,9 +8,9 @@ real bundle run, against the bare arithmetic of its training steps.
 Each arm runs as ``benchmarks/label_efficiency.py`` runs it (protocol v2: the task's MSD folder, prepared once under
 ``<out>/data``, the run's datalists and overrides from :func:`common.benchmark.runner.plan`, the bundle's own configs,
 transforms, datasets and loaders, one torch thread, a fresh process, the training and test workflows of
-:mod:`common.benchmark.runner`), but in a child that marks the boundaries of its phases. ``translation``, not an arm
-of protocol v2, runs as ``benchmarks/experiments/label_efficiency_v1.py`` runs it (its task data and overrides).
-The phases:
+:mod:`common.benchmark.runner`), but in a child that marks the boundaries of its phases (``translation`` too, an arm
+of protocol v2 since the benchmark reads target-absent images; before, it ran here as
+``benchmarks/experiments/label_efficiency_v1.py`` runs it). The phases:
 
 * **start-up**: interpreter start, imports, reading and parsing the configs (``load_workflow`` + ``initialize``);
 * **data**: the datalists (``prepare_datalists``) and the caches of the datasets (``CacheDataset._fill_cache``);
@@ -377,9 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     from common.benchmark.tasks import TASKS
 
     out = Path(args.out).resolve()
-    unknown = [a for a in args.arms if a not in ARMS and a != "translation"]
+    unknown = [a for a in args.arms if a not in ARMS]
     if unknown:
-        parser.error(f"--arms {unknown}: choose from {[*ARMS, 'translation']}")
+        parser.error(f"--arms {unknown}: choose from {list(ARMS)}")
     builtin = TASKS[args.task]
     budget = builtin.quick_budget if args.quick else builtin.budget
     labelled = int(args.labelled) if args.labelled else builtin.labelled[0]
@@ -397,13 +397,6 @@ def main(argv: list[str] | None = None) -> int:
             builtin.eval_batch_size,
         )  # fmt: skip
         specs += [(s, data) for s in found]
-    if "translation" in args.arms:  # not an arm of protocol v2: as the v1 benchmark runs it
-        from benchmarks.experiments import label_efficiency_v1 as le
-
-        task = le.TASKS[args.task].scaled(args.quick)
-        v1_data = le.prepare_task(task, out / "data_v1" / ("quick" if args.quick else "full"), args.quick)
-        found = le.plan(task, v1_data, ["translation"], [args.seed], out / f"{task.name}_v1")
-        specs += [(s, None) for s in found if s["labelled"] in (labelled, 0)]
     rows = []
     for spec, data in specs:
         spec["overrides"].update(json.loads(args.set))

@@ -114,7 +114,8 @@ def test_run_datalists_hold_only_the_labelled_share(tmp_path: Path) -> None:
 def test_not_applicable_arms_are_derived_from_the_data(tmp_path: Path) -> None:
     two = not_applicable(read_dataset(png_folder(tmp_path / "two")))
     three = not_applicable(read_dataset(png_folder(tmp_path / "three", classes=3)))
-    assert set(two) == {"translation", "otsu_3d", "chan_vese_3d"}  # the volume arms need 3D data
+    # the volume arms need 3D data; translation (and its control) target-absent images (no 'absent' list here)
+    assert set(two) == {"translation", "translation_control", "otsu_3d", "chan_vese_3d"}
     assert {"acwe_unsup", "acwe_joint", "acwe_joint_control", "af_seg", "chan_vese"} <= set(three)
     assert "2 foreground classes" in three["af_seg"] and "otsu" not in three
 

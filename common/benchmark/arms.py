@@ -5,7 +5,8 @@ compared with the strongest supervised recipe, ``unet`` (``supervised_seg``: Dic
 segmenter steps. Label-free arms stand beside the classical methods a user tries first (Otsu, Chan-Vese without
 erosion) on the same test images; on 3D data also beside their volume forms (one Otsu threshold, one 3D Chan-Vese
 level set per test volume), every row then scored per test volume (:mod:`common.benchmark.volumes`). Whether an arm
-applies is derived from the data (:func:`not_applicable`).
+applies is derived from the data (:func:`not_applicable`): ``translation`` (Vorontsov et al., MedIA 2022), for
+instance, needs the target-absent images of the data set's ``absent`` list (:mod:`.dataset`).
 """
 
 from __future__ import annotations
@@ -162,6 +163,38 @@ def _mipr_control(c: RunContext) -> dict[str, Any]:
     return {**_mipr(c, rounds=0), "max_epochs": c.budget.epochs, "val_interval": c.budget.epochs + 1}
 
 
+TRANSLATION_DEFAULT_SIZE = "48x48"  # the bundle's default preset, for overrides on data no preset fits (n/a there)
+
+
+def translation_size(data: DatasetInfo) -> str | None:
+    """The network preset of ``translation_semi_seg`` (``common.networks.translation.PRESETS``, ``"HxW"``) that is
+    the data's 2D image size, or ``None``: the bundle trains on whole images of one preset size (no crops)."""
+    from common.networks.translation import PRESETS
+
+    if len(data.image_shape) != 2:
+        return None
+    size = "x".join(str(n) for n in data.image_shape)
+    return size if size in PRESETS else None
+
+
+def _translation(c: RunContext) -> dict[str, Any]:
+    """The proposed model on the run's datalist (its labelled P images with masks, the unlabelled pool as unlabelled P,
+    the ``absent`` images as A): whole images at the preset of their size, the budget's batch of P images and as many
+    A images per step (the paper's equal P and A batches), the bundle's CPU width (0.25), no validation. Every P and
+    A image is used in each pass (no batch dropped), so small data sets run too."""
+    size = translation_size(c.data) or TRANSLATION_DEFAULT_SIZE
+    return {
+        **_data(c),
+        **_schedule(c, "epoch_length"),
+        "image_size": size,
+        "patch_size": [int(n) for n in size.split("x")],
+        "batch_size": c.budget.batch_size,
+        "absent_batch_size": c.budget.batch_size,
+        "train#dataloader#drop_last": False,
+        "train#absent_dataloader#drop_last": False,
+    }
+
+
 @dataclass(frozen=True)
 class Arm:
     """One kind of run.
@@ -175,6 +208,7 @@ class Arm:
         control: a method's like-for-like control arm.
         labels: whether it trains with labels (``False``: label-free and classical arms run at 0 labelled cases).
         use_unlabelled: whether it reads the unlabelled images (``False``: its datalist lists none).
+        use_absent: whether its datalist lists the data set's target-absent images (``absent``, image-level tags).
     """
 
     key: str
@@ -186,6 +220,7 @@ class Arm:
     control: str | None = None
     labels: bool = True
     use_unlabelled: bool = True
+    use_absent: bool = False
 
     def planned_steps(self, c: RunContext) -> int:
         """Segmenter optimiser steps of this arm, from its overrides (all MIPR rounds together; 0 classical)."""
@@ -222,6 +257,12 @@ ARMS: dict[str, Arm] = {
             ("train.json",), "method", _mipr, control="mipr_control"),
         Arm("mipr_control", "its round 0 alone, the same steps (mipr_auto_annotation)", "mipr_auto_annotation",
             ("train.json",), "control", _mipr_control),
+        Arm("translation", "translation between target-present and -absent images (translation_semi_seg)",
+            "translation_semi_seg", ("train.json",), "method", _translation, control="translation_control",
+            use_absent=True),
+        Arm("translation_control", "its segmentation path alone (translation_semi_seg segmentation_path_only.json)",
+            "translation_semi_seg", ("train.json", "segmentation_path_only.json"), "control", _translation,
+            use_unlabelled=False),
         Arm("acwe_joint", "RCNN, ACWE + label loss (acwe_unsup_seg mode 4)", "acwe_unsup_seg",
             ("train.json", "mode4_joint.json"), "method", _acwe, control="acwe_joint_control"),
         Arm("acwe_joint_control", "RCNN, label loss alone (mode 4, ACWE weight 0)", "acwe_unsup_seg",
@@ -238,15 +279,45 @@ ARMS: dict[str, Arm] = {
 
 VOLUME_ARMS = ("otsu_3d", "chan_vese_3d")  # classical arms that segment whole volumes (3D data only)
 
-TRANSLATION_NA = (
-    "translation_semi_seg reads cluttered MNIST and the BraTS / LiTS layouts (slice-level target-present and "
-    "target-absent sets), not a generic MSD folder: not yet an arm of the benchmark"
-)
+TRANSLATION_ARMS = ("translation", "translation_control")
+
+
+def translation_not_applicable(data: DatasetInfo) -> str | None:
+    """Why ``translation`` (and its control) does not apply to ``data``, or ``None``: it translates 2D images between
+    a target-present set P (the pool) and a target-absent set A (the ``absent`` list), with one target class, at one
+    of its network's preset sizes."""
+    from common.networks.translation import PRESETS
+
+    if data.spatial_dims == 3:
+        return (
+            "translation_semi_seg translates 2D images and this data set holds 3D volumes; target-present / "
+            "target-absent tags per slice of a volume are not supported"
+        )
+    if data.num_classes > 2:
+        return (
+            f"one target class (present or absent in an image); this data set has {data.num_classes - 1} "
+            "foreground classes"
+        )
+    if data.absent is None:
+        return "no target-absent images: dataset.json has no 'absent' list"
+    if not data.absent:
+        return "no target-absent images: dataset.json's 'absent' list is empty"
+    if translation_size(data) is None:
+        shape = "x".join(str(n) for n in data.image_shape)
+        return (
+            f"whole images of a network preset size ({', '.join(PRESETS)}, height x width); this data set's images "
+            f"are {shape}"
+        )
+    return None
 
 
 def not_applicable(data: DatasetInfo, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Arm -> why it does not apply to ``data`` (derived from its dimensions, classes and channels), plus ``extra``."""
-    out: dict[str, str] = {"translation": TRANSLATION_NA}
+    """Arm -> why it does not apply to ``data`` (derived from its dimensions, classes, channels, image size and its
+    ``absent`` list), plus ``extra``."""
+    out: dict[str, str] = {}
+    translation = translation_not_applicable(data)
+    if translation is not None:
+        out.update({k: translation for k in TRANSLATION_ARMS})
     if data.num_classes > 2:
         why = f"two-phase (one foreground class); this data set has {data.num_classes - 1} foreground classes"
         two_phase = ("acwe_joint", "acwe_joint_control", "acwe_unsup", "af_seg", "chan_vese", "chan_vese_3d")

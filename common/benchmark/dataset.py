@@ -10,6 +10,12 @@ labelled cases, drawn once (seed 0, whatever the run's seed) so every run of eve
 cases. The other labelled cases, ``validation`` ones included, form the *pool* from which each run draws its
 labelled share; the rest of the pool (and the file's ``unlabeled`` list) are its unlabelled images. No run reads a
 pool label outside its labelled share (protocol v2: no validation set).
+
+An optional ``absent`` list names *target-absent* images: images the user knows hold no target, image-level tags
+that are cheap to give (``"absent": [{"image": "./imagesAbs/x.png"}, ...]``, or paths alone). When it is there, the
+pool and ``unlabeled`` images are taken as target-present: the P and A sets of Vorontsov et al. (MedIA 2022), whose
+``translation`` arm reads them. The tags are the user's declared weak labels, read as given; absent-ness is never
+derived from any mask.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ class DatasetInfo:
         test: the test cases (labelled items).
         unlabeled: the file's ``unlabeled`` images.
         test_given: the test cases come from the file's ``test`` list.
+        absent: the file's ``absent`` images (items with ``image`` only, absolute paths); ``None`` when the file has
+            no ``absent`` list.
+        image_shape: spatial shape of the first labelled training image (``()`` for a DICOM series folder).
     """
 
     root: Path
@@ -50,6 +59,8 @@ class DatasetInfo:
     test: tuple[dict[str, Any], ...]
     unlabeled: tuple[dict[str, Any], ...]
     test_given: bool
+    absent: tuple[dict[str, Any], ...] | None = None
+    image_shape: tuple[int, ...] = ()
 
     @property
     def pool_cases(self) -> list[str]:
@@ -64,11 +75,31 @@ class DatasetInfo:
             return case
 
 
-def _is_volume(path: str) -> bool:
-    """Whether an image is 3D: a DICOM series folder, or an array read channel-first with 3 spatial dimensions."""
+def _spatial_shape(path: str) -> tuple[int, ...]:
+    """An image's spatial shape (read channel-first); ``()`` for a DICOM series folder (a volume, not read here)."""
     from common.data import load_array
 
-    return Path(path).is_dir() or load_array(path).ndim >= 4
+    return () if Path(path).is_dir() else tuple(int(n) for n in load_array(path).shape[1:])
+
+
+def _absent_items(path: Path, content: dict[str, Any], taken: dict[str, str]) -> tuple[dict[str, Any], ...] | None:
+    """The ``absent`` list of ``path`` (``None`` without one): ``{"image"}`` items (and ``group`` where given) with
+    absolute paths. Errors name the file and the entry: a missing image, one listed in another list too (``taken``:
+    image -> the list that holds it)."""
+    if "absent" not in content:
+        return None
+    items = []
+    for index, item in enumerate(load_datalist(path, "absent")):
+        where = f"{path}: 'absent' item {index} ({item['image']})"
+        if not Path(item["image"]).exists():
+            raise FileNotFoundError(f"{where}: image not found; 'absent' lists images that hold no target.")
+        if item["image"] in taken:
+            raise ValueError(
+                f"{where} is also in the '{taken[item['image']]}' list; an image is either target-absent ('absent') "
+                "or one of the target-present pool, unlabeled or test images, not both."
+            )
+        items.append({k: item[k] for k in ("image", "group") if k in item})
+    return tuple(items)
 
 
 def read_dataset(dataset_dir: str | os.PathLike, test_fraction: float = TEST_FRACTION) -> DatasetInfo:
@@ -106,20 +137,27 @@ def read_dataset(dataset_dir: str | os.PathLike, test_fraction: float = TEST_FRA
     test = [i for i in load_datalist(path, "test") if "label" in i]
     unlabeled = load_datalist(path, "unlabeled") + [i for i in training if "label" not in i]
     pool = labelled + validation
+    taken = {str(i["image"]): key for key, items in (("training", training), ("validation", validation)) for i in items}
+    taken.update({str(i["image"]): "unlabeled" for i in load_datalist(path, "unlabeled")})
+    taken.update({str(i["image"]): "test" for i in load_datalist(path, "test")})
+    absent = _absent_items(path, content, taken)
     if not test:
         parts = split_by_group(pool, {"test": test_fraction}, SPLIT_SEED)
         pool, test = parts["training"], parts["test"]
     if not test or not pool:
         raise ValueError(f"{path}: {len(labelled)} labelled case(s) are too few to hold out test cases and train.")
+    shape = _spatial_shape(str(labelled[0]["image"]))
     return DatasetInfo(
         root=root,
         name=root.name if root.name != "msd" else root.parent.name,
         num_channels=len(channels),
         num_classes=len(names),
         class_names=tuple(names[k] for k in range(1, len(names))),
-        spatial_dims=3 if _is_volume(str(labelled[0]["image"])) else 2,
+        spatial_dims=2 if len(shape) == 2 else 3,
         pool=tuple(pool),
         test=tuple(test),
         unlabeled=tuple(unlabeled),
         test_given=bool(load_datalist(path, "test")),
+        absent=absent,
+        image_shape=shape,
     )

@@ -5,6 +5,9 @@
   list; the bundles are run with ``val_fraction`` and ``test_fraction`` 0 and no validation (``val_interval`` past
   the last epoch), so the last network is evaluated: no model, phase, threshold or setting is chosen with labels.
 * The test labels are read only by the evaluation, from a second datalist (the labelled share and the test cases).
+* Image-level tags the user declares are read as given: the ``absent`` list of target-absent images (images known to
+  hold no target, :mod:`.dataset`) goes into the training datalist of the arms that read it (``translation``);
+  absent-ness is never derived from a label (unlabelled cases' masks least of all).
 * Every run of a task gets the same segmenter optimiser steps (:class:`Budget`); each seed draws its own labelled
   subset (recorded in the result row).
 """
@@ -63,12 +66,17 @@ def labelled_subset(data: DatasetInfo, labelled: int, seed: int) -> list[str]:
 
 
 def write_run_datalists(
-    data: DatasetInfo, cases: list[str], run_dir: str | os.PathLike, use_unlabelled: bool = True
+    data: DatasetInfo,
+    cases: list[str],
+    run_dir: str | os.PathLike,
+    use_unlabelled: bool = True,
+    use_absent: bool = False,
 ) -> dict[str, Path]:
     """Write the run's two datalists into ``run_dir`` and return their paths.
 
     ``train``: ``training`` = the labelled cases (with labels), ``unlabeled`` = the other pool cases and the file's
-    unlabelled images (without labels; none when ``use_unlabelled`` is false); no validation or test list.
+    unlabelled images (without labels; none when ``use_unlabelled`` is false), and with ``use_absent`` (an arm that
+    reads them) ``absent`` = the file's target-absent images (image only); no validation or test list.
     ``eval``: ``training`` = the labelled cases, ``test`` = the test cases. A run with no labelled case (label-free)
     gets every pool image as a ``training`` item without a label (the bundles' label-free path).
     """
@@ -78,6 +86,8 @@ def write_run_datalists(
     header = _header(data)
     if labelled:
         train = {**header, "training": labelled, "unlabeled": others if use_unlabelled else []}
+        if use_absent:
+            train["absent"] = [dict(i) for i in data.absent or ()]
         evaluation = {**header, "training": labelled, "test": [dict(i) for i in data.test]}
     else:
         train = {**header, "training": others}

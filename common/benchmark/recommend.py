@@ -8,6 +8,8 @@ difference against the U-Net. Otherwise the U-Net is the recommendation.
 
 from __future__ import annotations
 
+import json
+import shlex
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,22 +29,48 @@ from common.benchmark.statistics import (
 __all__ = ["REFERENCE_BUNDLE", "bundle_commands", "recommendation_markdown"]
 
 REFERENCE_BUNDLE = "supervised_seg"
+# a bundle's keys that must match the data, passed to its training and inference as the benchmark's runs set them
+# (translation_semi_seg: its network preset is the images' size), and its inference configs for an MSD-folder model
+DATA_KEYS: dict[str, tuple[str, ...]] = {"translation_semi_seg": ("image_size", "patch_size")}
+INFERENCE_CONFIGS: dict[str, tuple[str, ...]] = {"translation_semi_seg": ("inference.json", "inference_msd.json")}
+UNLABELLED_HINTS: dict[str, str] = {
+    "translation_semi_seg": "# unlabelled images: dataset.json's 'unlabeled' list; target-absent: its 'absent' list"
+}
 
 
-def bundle_commands(bundle: str, train_configs: Sequence[str], dataset_dir: str, use_unlabelled: bool) -> str:
+def bundle_commands(
+    bundle: str,
+    train_configs: Sequence[str],
+    dataset_dir: str,
+    use_unlabelled: bool,
+    settings: dict[str, Any] | None = None,
+) -> str:
     """The shell commands (a fenced block) that train ``bundle`` with ``train_configs`` (file names under
     ``bundles/<bundle>/configs/``) on the MSD folder ``dataset_dir`` with all its labels, then segment its
-    ``imagesTs`` folder with the bundle's ``inference.json`` (README, "Running a bundle")."""
+    ``imagesTs`` folder with the bundle's ``inference.json`` (README, "Running a bundle"); the bundle's
+    :data:`DATA_KEYS` from ``settings`` (a run's overrides) go to both, its :data:`INFERENCE_CONFIGS` to inference."""
     configs = ",".join(f"'bundles/{bundle}/configs/{name}'" for name in train_configs or ["train.json"])
+    keys = "".join(
+        f" --{k} {shlex.quote(json.dumps(settings[k]) if isinstance(settings[k], list) else str(settings[k]))}"
+        for k in DATA_KEYS.get(bundle, ())
+        if settings and k in settings
+    )
     train = (
         f'python -m monai.bundle run training --config_file "[{configs}]" \\\n'
-        f"    --dataset_dir {dataset_dir} --labelled_fraction 1.0"
+        f"    --dataset_dir {dataset_dir} --labelled_fraction 1.0{keys}"
     )
     if use_unlabelled:
-        train = "# unlabelled images beyond dataset.json's: add --unlabeled_dir FOLDER\n" + train
+        hint = UNLABELLED_HINTS.get(bundle, "# unlabelled images beyond dataset.json's: add --unlabeled_dir FOLDER")
+        train = f"{hint}\n{train}"
+    inference = INFERENCE_CONFIGS.get(bundle, ("inference.json",))
+    config = (
+        f"bundles/{bundle}/configs/{inference[0]}"
+        if len(inference) == 1
+        else '"[' + ",".join(f"'bundles/{bundle}/configs/{name}'" for name in inference) + ']"'
+    )
     infer = (
-        f"python -m monai.bundle run --config_file bundles/{bundle}/configs/inference.json \\\n"
-        f"    --dataset_dir {dataset_dir}/imagesTs --output_dir {dataset_dir}/masks_{bundle}"
+        f"python -m monai.bundle run --config_file {config} \\\n"
+        f"    --dataset_dir {dataset_dir}/imagesTs --output_dir {dataset_dir}/masks_{bundle}{keys}"
     )
     return f"```bash\n{train}\n{infer}\n```"
 
@@ -136,6 +164,7 @@ def recommendation_markdown(task: str, rows: list[dict[str, Any]], labelled: int
             "",
         ]
         bundle, configs, unlabelled = row["bundle"], row.get("train_configs") or ["train.json"], True
+        settings = row.get("settings")
     else:
         lines += [
             f"**No method beats the supervised U-Net here at this budget: use {REFERENCE_BUNDLE}.**",
@@ -143,11 +172,11 @@ def recommendation_markdown(task: str, rows: list[dict[str, Any]], labelled: int
         ]
         reference = at_k.get(REFERENCE_ARM) or []
         configs = (reference[-1].get("train_configs") if reference else None) or ["train.json"]
-        bundle, unlabelled = REFERENCE_BUNDLE, False
+        bundle, unlabelled, settings = REFERENCE_BUNDLE, False, None
     lines += [
         f"Train on your data (`{dataset_dir}`, MSD layout, all its labels), then segment a folder of images:",
         "",
-        bundle_commands(bundle, configs, dataset_dir, unlabelled),
+        bundle_commands(bundle, configs, dataset_dir, unlabelled, settings),
         "",
         "The commands use the bundle's own schedule and network, not the benchmark's reduced budget; "
         f"`inference.json` reads the model training writes to `bundles/{bundle}/models/model.pt`.",

@@ -20,6 +20,8 @@ A row (``status`` "ok"; a failed run has ``status`` "failed", ``error`` and no D
     seed             seed of the run (its labelled subset and its training)
     labelled_cases   the case identifiers of its labelled subset (sorted)
     unlabelled_cases number of unlabelled training cases it could read
+    use_absent       only on arms that read them (translation): true, its datalist held the data set's
+                     target-absent images (dataset.json's "absent" list, image-level tags)
     test_cases       number of test cases
     budget           {"name", "steps", "epochs", "batch_size", "image_size"}
     protocol         "v2"

@@ -106,6 +106,8 @@ def plan(
                     "use_unlabelled": arm.use_unlabelled,
                     "dataset_dir": str(data.root),
                 }
+                if arm.use_absent:  # only here, so that the other arms' specs and rows stay as they were
+                    spec["use_absent"] = True
                 spec["hash"] = spec_hash(spec)
                 spec["eval_batch_size"] = eval_batch_size
                 spec["run_dir"] = str(run_dir)
@@ -328,11 +330,14 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare_run_dir(spec: dict[str, Any], data: DatasetInfo) -> Path:
-    """An emptied run folder holding the run's training and test datalists (``write_run_datalists``)."""
+    """An emptied run folder holding the run's training and test datalists (``write_run_datalists``; the data set's
+    target-absent images only for an arm that reads them, ``use_absent``)."""
     run_dir = Path(spec["run_dir"])
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    write_run_datalists(data, spec["_cases"], run_dir, use_unlabelled=spec["use_unlabelled"])
+    write_run_datalists(
+        data, spec["_cases"], run_dir, use_unlabelled=spec["use_unlabelled"], use_absent=spec.get("use_absent", False)
+    )
     return run_dir
 
 

@@ -2,7 +2,8 @@
 with the budget and labelled amounts the benchmark uses on it.
 
 * ``cluttered_mnist``: the translation paper's task (Vorontsov et al., MedIA 2022): real MNIST digits over clutter of
-  digit pieces, 48 x 48 (``common.data.cluttered_mnist``); 20 and 100 labelled of 2200.
+  digit pieces, 48 x 48 (``common.data.cluttered_mnist``); 20 and 100 labelled of 2200; its 2000 training A images
+  (clutter only) are the ``absent`` list the ``translation`` arm reads.
 * ``mni_tissue``: real T1 MRI, the MNI152 2009a template (``common.data.mni_tissue``): axial slices, grey / white
   matter, contiguous slabs per split; 4 and 12 labelled slices.
 * ``cells_hard``: synthetic microscopy made hard on purpose (``common.data.demo``, 128 px); 4 labelled images.

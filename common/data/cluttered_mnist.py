@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic_write import publish_folder
+from common.atomic_write import publish_folder, write_text_atomic
 from common.data.mnist import SPLITS, load_mnist
 
 __all__ = [
@@ -273,15 +273,28 @@ def cluttered_mnist_datalists(folder: str | os.PathLike) -> dict[str, list[dict[
     return out
 
 
+MSD_FORMAT_VERSION = 2  # of export_msd's dataset.json (2: the training A images as its "absent" list; 1: P only)
+DESCRIPTION = (
+    "Cluttered MNIST (Vorontsov et al., MedIA 2022), exported by export_msd: the P images with their digit masks, "
+    "and the training A images (clutter only) as the 'absent' list"
+)
+
+
 def export_msd(folder: str | os.PathLike) -> Path:
-    """The P images of a prepared set (:func:`prepare_cluttered_mnist`) as an MSD-style dataset folder, so that every
-    bundle that reads ``dataset_dir`` trains on the same images and digit masks as ``translation_semi_seg``.
+    """A prepared set (:func:`prepare_cluttered_mnist`) as an MSD-style dataset folder, so that every bundle that
+    reads ``dataset_dir`` trains on the same images and digit masks as ``translation_semi_seg``.
 
     Writes ``<folder>/msd/`` once (to a temporary sibling, then renamed): ``images/<split>_<i>.npy`` ``(1, H, W)``
-    float32 and ``labels/<split>_<i>.npy`` ``(1, H, W)`` uint8 (the digit mask), and ``dataset.json`` whose
-    ``"training"`` list holds every training P image with its mask (the bundles draw their labelled share from it with
-    ``labelled_fraction`` and ``seed``) and whose ``"validation"`` and ``"test"`` lists are the set's validation and
-    test P images. The A (absent) images are not exported: only the translation method uses them.
+    float32 and ``labels/<split>_<i>.npy`` ``(1, H, W)`` uint8 (the digit mask), ``absent/training_<i>.npy`` (the
+    training A images, clutter only), and ``dataset.json`` whose ``"training"`` list holds every training P image
+    with its mask (the bundles draw their labelled share from it with ``labelled_fraction`` and ``seed``), whose
+    ``"validation"`` and ``"test"`` lists are the set's validation and test P images, and whose ``"absent"`` list
+    holds the training A images (the target-absent set of the translation method; the other bundles do not read it).
+
+    An export of an older format (no ``format_version`` :data:`MSD_FORMAT_VERSION` in its ``dataset.json``: one
+    without the ``absent`` list) is brought up to date in place: the A images are written to a temporary folder
+    renamed to ``absent/``, then ``dataset.json`` is rewritten atomically with the ``absent`` list added; the P images,
+    masks and lists stay as they were (byte for byte), so runs on them keep their settings.
 
     Returns:
         the ``msd`` folder.
@@ -289,6 +302,13 @@ def export_msd(folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     final = folder / "msd"
     if (final / "dataset.json").is_file():
+        content = json.loads((final / "dataset.json").read_text(encoding="utf-8"))
+        if content.get("format_version", 1) < MSD_FORMAT_VERSION:
+            data = cluttered_mnist_datalists(folder)
+            content["absent"] = _export_absent(data["absent"], final)
+            content["format_version"] = MSD_FORMAT_VERSION
+            content["description"] = DESCRIPTION
+            write_text_atomic(final / "dataset.json", json.dumps(content, indent=1))
         return final
     data = cluttered_mnist_datalists(folder)
     tmp = folder / f".msd.{os.getpid()}.tmp"
@@ -302,10 +322,12 @@ def export_msd(folder: str | os.PathLike) -> Path:
             np.save(tmp / "images" / name, np.asarray(item["image"], np.float32))
             np.save(tmp / "labels" / name, np.asarray(item["label"], np.uint8))
             lists[split].append({"image": f"./images/{name}", "label": f"./labels/{name}"})
+    lists["absent"] = _export_absent(data["absent"], tmp)
     index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
     content = {
         "name": "cluttered_mnist",
-        "description": "Cluttered MNIST P images (Vorontsov et al., MedIA 2022), exported by export_msd",
+        "description": DESCRIPTION,
+        "format_version": MSD_FORMAT_VERSION,
         "settings": index["settings"],
         "labels": {"0": "background", "1": "digit"},
         "modality": {"0": "grey"},
@@ -313,3 +335,15 @@ def export_msd(folder: str | os.PathLike) -> Path:
     }
     (tmp / "dataset.json").write_text(json.dumps(content, indent=1), encoding="utf-8")
     return publish_folder(tmp, final, "dataset.json")
+
+
+def _export_absent(items: Sequence[dict[str, Any]], msd: Path) -> list[dict[str, str]]:
+    """Write the A images ``items`` as ``msd/absent/training_<i>.npy`` (a temporary sibling folder renamed when
+    complete; a complete folder already there is kept) and return their ``absent`` list."""
+    names = [f"training_{i:05d}.npy" for i in range(len(items))]
+    tmp = msd / f".absent.{os.getpid()}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    for name, item in zip(names, items):
+        np.save(tmp / name, np.asarray(item["image"], np.float32))
+    publish_folder(tmp, msd / "absent", names[-1] if names else ".")
+    return [{"image": f"./absent/{name}"} for name in names]
