@@ -8,6 +8,7 @@ network's) and segments one small image; and a validation that ran keeps the bes
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +24,9 @@ from PIL import Image
 from test_cluttered_mnist import write_small_mnist
 from torch import nn
 
-from common.handlers import AtomicCheckpointSaver, FinalModelSaver
+from common.handlers import AtomicCheckpointSaver, FinalModelSaver, ResumableCheckpoint
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -371,3 +374,48 @@ def test_torchrun_rank_0_writes_the_last_network(tmp_path: Path, monkeypatch: py
     saved = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     network = torch.load(tmp_path / "models" / "checkpoint_epoch=1.pt", map_location="cpu", weights_only=False)
     assert _equal(saved, network["network"])
+
+
+def test_resumed_run_replaces_model_only_with_a_better_validated_network(tmp_path: Path):
+    """Validation scores 0.9 at epoch 1, then 0.5 at epoch 2; the run is killed after epoch 1 and resumed with the
+    same command (new engines, ``ResumableCheckpoint``): the epoch-2 network, worse than the epoch-1 one, must not
+    replace ``model.pt`` (the key-metric saver's best score travels in the epoch checkpoint)."""
+    scores = {1: 0.9, 2: 0.5}
+
+    def run(max_epochs: int) -> nn.Module:
+        network = nn.Linear(2, 2)
+
+        def step(engine: Engine, batch: object) -> None:
+            with torch.no_grad():
+                network.weight.add_(1.0)
+
+        trainer, validator = Engine(step), Engine(lambda engine, batch: None)
+        validator.add_event_handler(
+            Events.EPOCH_COMPLETED, lambda v: v.state.metrics.update(score=scores[trainer.state.epoch])
+        )
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: validator.run([0]))
+        AtomicCheckpointSaver(
+            save_dir=str(tmp_path), save_dict={"model": network}, save_key_metric=True, key_metric_name="score",
+            key_metric_filename="model.pt",
+        ).attach(validator)  # fmt: skip
+        ResumableCheckpoint(str(tmp_path), {"network": network}, validator=validator).attach(trainer)
+        trainer.run([0], max_epochs=max_epochs)
+        return network
+
+    first = _state(run(1))
+    assert _equal(torch.load(tmp_path / "model.pt", weights_only=True), first)
+    resumed = run(2)
+    assert torch.allclose(resumed.weight.detach(), first["weight"] + 1.0)  # resumed at epoch 1, trained epoch 2
+    assert _equal(torch.load(tmp_path / "model.pt", weights_only=True), first)
+
+
+@pytest.mark.parametrize("bundle", sorted(p.name for p in (REPO / "bundles").iterdir() if p.is_dir()))
+def test_bundles_with_a_key_metric_saver_keep_its_best_score_across_a_resume(bundle: str):
+    """Every training config that keeps the best validated network (``save_key_metric``) hands its validator to
+    ``ResumableCheckpoint``, so the best score survives a resume (the test above)."""
+    text = (REPO / "bundles" / bundle / "configs" / "train.json").read_text(encoding="utf-8")
+    if '"save_key_metric"' not in text:
+        pytest.skip(f"{bundle} keeps the last network (no key-metric saver)")
+    config = json.loads(text)
+    handlers = [h for h in config["train"]["handlers"] if "ResumableCheckpoint" in str(h.get("_target_"))]
+    assert len(handlers) == 1 and handlers[0].get("validator") == "@validate#evaluator", handlers

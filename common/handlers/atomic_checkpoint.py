@@ -9,6 +9,8 @@ writes every file through :func:`common.atomic_write.atomic_path`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
+from weakref import WeakKeyDictionary
 
 import ignite.distributed as idist
 import torch
@@ -19,6 +21,15 @@ from monai.handlers import CheckpointSaver
 from common.atomic_write import atomic_path, remove_partial_files
 
 _MONAI_CHECKPOINTS = ("_final_checkpoint", "_key_metric_checkpoint", "_interval_checkpoint")
+_ATTACHED: WeakKeyDictionary[Engine, list[AtomicCheckpointSaver]] = WeakKeyDictionary()
+
+
+def key_metric_savers(engine: Engine | None) -> list[AtomicCheckpointSaver]:
+    """The :class:`AtomicCheckpointSaver` handlers attached to ``engine`` (an evaluator) that keep the network of the
+    best key metric, in the order they were attached (none for ``None``)."""
+    if engine is None:
+        return []
+    return [s for s in _ATTACHED.get(engine, []) if s._key_metric_checkpoint is not None]
 
 
 class AtomicDiskSaver(DiskSaver):
@@ -66,6 +77,20 @@ class AtomicCheckpointSaver(CheckpointSaver):
         if idist.get_rank() == 0:
             remove_partial_files(self.save_dir)
         super().attach(engine)
+        _ATTACHED.setdefault(engine, []).append(self)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The best key-metric score so far and its file (Ignite's ``Checkpoint.state_dict``: the kept ``(score,
+        filename)`` pairs; empty without a key-metric file), so that a resumed training
+        (:class:`common.handlers.ResumableCheckpoint` with ``validator``) replaces ``key_metric_filename`` only with a
+        better network than the best one before the resume."""
+        checkpoint = self._key_metric_checkpoint
+        return dict(checkpoint.state_dict()) if checkpoint is not None else {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        if self._key_metric_checkpoint is not None and state:
+            self._key_metric_checkpoint.load_state_dict(state)
 
     def exception_raised(self, engine: Engine, e: Exception) -> None:
         """Re-raise ``e`` and leave the final file as it was (see the class docs)."""

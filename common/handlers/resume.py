@@ -17,12 +17,13 @@ from torch.utils.data import DataLoader
 from common.engines.utils import Endless
 from common.random_state import RandomStates, capture_random_states, restore_random_states
 
-from .atomic_checkpoint import AtomicCheckpointSaver
+from .atomic_checkpoint import AtomicCheckpointSaver, key_metric_savers
 
 logger = logging.getLogger(__name__)
 
 _RANDOM = "random_states"
 _ITERATOR = "iterator_"
+_BEST = "optional_best_"  # the validator's key-metric savers' best scores (optional: absent from older checkpoints)
 _EPOCH_FILE = re.compile(r"^checkpoint_epoch=(\d+)\.pt$")  # as MONAI's CheckpointSaver names epoch checkpoints
 OPTIONAL = "optional_"  # save_dict entries named optional_<name> may be absent from older checkpoints
 
@@ -146,6 +147,10 @@ class ResumableCheckpoint:
         n_saved: checkpoints kept.
         resume: load the newest checkpoint when training starts (``False``: always start from scratch).
         save: write checkpoints (``False`` on non-zero DDP ranks).
+        validator: the evaluator whose key-metric saver (:class:`AtomicCheckpointSaver`, ``save_key_metric``) keeps
+            the best validated network in ``model.pt``: its best score so far is saved as ``optional_best_<i>`` and
+            restored, so that after a resume a validation replaces ``model.pt`` only with a better network (without
+            it the first validation after a resume would overwrite the best network of the epochs before).
     """
 
     def __init__(
@@ -156,8 +161,10 @@ class ResumableCheckpoint:
         n_saved: int = 1,
         resume: bool = True,
         save: bool = True,
+        validator: Engine | None = None,
     ) -> None:
         self.ckpt_dir = ckpt_dir
+        self.validator = validator
         self.save_dict = dict(save_dict)
         self.save_interval = save_interval
         self.n_saved = n_saved
@@ -182,6 +189,7 @@ class ResumableCheckpoint:
                 "trainer": engine,
                 f"{_ITERATOR}main": main,
                 **_iterators(engine),
+                **{f"{_BEST}{i}": saver for i, saver in enumerate(key_metric_savers(self.validator))},
                 _RANDOM: _trainer_random_states(engine),
             }
         objects = self._objects
@@ -212,10 +220,12 @@ class ResumableCheckpoint:
         logger.info(f"resuming from {path}")
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         missing = [k for k in objects if k not in checkpoint and (k == _RANDOM or k.startswith((_ITERATOR, OPTIONAL)))]
-        if missing:
+        if any(k.startswith(_BEST) for k in missing):
+            logger.warning(f"{path} holds no best validation score: the next validation replaces model.pt")
+        if any(not k.startswith(_BEST) for k in missing):
             logger.warning(
-                f"{path} holds no {', '.join(missing)}: the resumed run draws other random numbers than "
-                "an uninterrupted run would"
+                f"{path} holds no {', '.join(k for k in missing if not k.startswith(_BEST))}: the resumed run draws "
+                "other random numbers than an uninterrupted run would"
             )
         # the iterators replay their pass first; the random states, set last, are then the checkpoint's
         to_load = {k: v for k, v in objects.items() if k not in missing and k != _RANDOM}
