@@ -44,7 +44,14 @@ def test_paper_budgets_for_a_known_pool() -> None:
     assert (af_seg.steps, af_seg.epochs, af_seg.batch_size) == (220000, 100, 1)
     acwe = SCHEDULES["acwe"].budget(POOL, BASE)  # 30 epochs (not stated: the bundle's) of ceil(2200 / 20)
     assert (acwe.steps, acwe.epochs, acwe.batch_size) == (3300, 30, 20)
-    for budget in (unimatch, adversarial, mipr, af_seg, acwe):
+    translation = SCHEDULES["translation"].budget(POOL, BASE)  # 300 epochs of ceil(2200 / 20) = 110
+    assert (translation.steps, translation.epochs, translation.iterations, translation.batch_size) == (
+        33000,
+        300,
+        110,
+        20,
+    )
+    for budget in (unimatch, adversarial, mipr, af_seg, acwe, translation):
         assert budget.steps == budget.epochs * budget.iterations and budget.image_size == BASE.image_size
         assert budget.name == f"paper_{budget.method}"
     assert "mipr_rounds" not in unimatch.as_row() and mipr.as_row()["generator_epochs"] == 500  # recorded in rows

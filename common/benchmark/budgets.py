@@ -17,6 +17,9 @@ the arms of one method only, so budgets never mix in one results table (``<task>
   50 more; the batch is not stated (pix2pix's 1, the bundle's default).
 * ACWE (Chen & Frey, MIDL 2020; code junyuchen245/Unsuprevised_Seg_via_CNN): batch 20 (the method specification,
   from the authors' code); the epochs are not stated in the paper: the bundle's default 30.
+* Translation (Vorontsov et al., MedIA 2022, section 4, "Optimization" and "Data batches"): 300 epochs on the
+  synthetic data (brain 500, liver 200), an epoch ending when every target-present image has been seen once, batch
+  20 target-present + 20 target-absent images.
 
 The estimate: per arm, the planned steps times the seconds per step of the task's finished runs of the default
 budget (``wall_s / segmenter_steps``, mean over that arm's rows, scaled by the batch ratio), on the machine those rows
@@ -90,6 +93,7 @@ ADVERSARIAL_ITERATIONS, ADVERSARIAL_SEMI_START, ADVERSARIAL_BATCH, ADVERSARIAL_E
 MIPR_EPOCHS_PER_ROUND, MIPR_ROUNDS, MIPR_GENERATOR_EPOCHS, MIPR_BATCH = 100, 3, 500, 8
 AF_SEG_CONSTANT_EPOCHS, AF_SEG_DECAY_EPOCHS, AF_SEG_BATCH = 50, 50, 1
 ACWE_EPOCHS, ACWE_BATCH = 30, 20
+TRANSLATION_EPOCHS, TRANSLATION_BATCH = 300, 20
 
 
 def unimatch_budget(counts: PoolCounts, base: Budget) -> PaperBudget:
@@ -134,6 +138,15 @@ def acwe_budget(counts: PoolCounts, base: Budget) -> PaperBudget:
     paper states no epochs and its authors' code is not among the shared papers: the bundle's default, 30 epochs of
     ``ceil(images / 20)`` iterations over the labelled and unlabelled images (modes 1 and 4 train on both)."""
     return _budget("acwe", base, ACWE_EPOCHS, math.ceil(counts.total / ACWE_BATCH), ACWE_BATCH)
+
+
+def translation_budget(counts: PoolCounts, base: Budget) -> PaperBudget:
+    """Translation (Vorontsov et al., MedIA 2022, section 4): 300 epochs (the synthetic data's; brain 500, liver
+    200), an epoch being one pass over the target-present images, labelled and unlabelled (the pool), of ``ceil(images
+    / 20)`` iterations, each with 20 target-present and 20 target-absent images (the arm keeps the last, smaller
+    batch)."""
+    per_epoch = math.ceil(counts.total / TRANSLATION_BATCH)
+    return _budget("translation", base, TRANSLATION_EPOCHS, per_epoch, TRANSLATION_BATCH)
 
 
 @dataclass(frozen=True)
@@ -207,6 +220,15 @@ SCHEDULES: dict[str, PaperSchedule] = {
             "20",
             "Chen & Frey, MIDL 2020 (batch: authors' code junyuchen245/Unsuprevised_Seg_via_CNN, per the spec)",
             acwe_budget,
+        ),
+        PaperSchedule(
+            "translation",
+            "translation_semi_seg",
+            "300 epochs (synthetic data; brain 500, liver 200) of ceil(target-present images / 20)",
+            "20 target-present + 20 target-absent",
+            "Vorontsov et al., MedIA 2022, section 4 (Optimization; Data batches)",
+            translation_budget,
+            "the network width stays the task's (the bundle's CPU 0.25; the paper's 1.0 is full_schedule.json)",
         ),
     )
 }
