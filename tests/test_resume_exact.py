@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 import torch
 from bundle_utils import make_workflow
-from ignite.engine import Events
+from ignite.engine import Engine, Events
 from test_cluttered_mnist import write_small_mnist
 
-from common.handlers import epoch_checkpoints
+from common.handlers import ResumableCheckpoint, epoch_checkpoints
 
 
 @dataclass
@@ -230,3 +230,48 @@ def test_resume_mid_pass_of_the_loader(tmp_path: Path, mnist_dir: Path):
     runs set it): the stop falls inside a pass over the loader, and the resumed run goes on with that pass."""
     torch.set_num_threads(1)
     assert_resume_exact(CASES["supervised_seg"], tmp_path, mnist_dir, batch_size=1, **{"train#trainer#epoch_length": 1})
+
+
+@pytest.mark.parametrize(
+    "make, final_lr",
+    [
+        (lambda o, n: torch.optim.lr_scheduler.PolynomialLR(o, total_iters=n, power=0.9), 0.0),
+        (lambda o, n: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=n), 0.0),
+    ],
+)
+def test_resume_with_more_epochs_follows_this_runs_schedule(tmp_path: Path, make: Callable, final_lr: float) -> None:
+    """A run of 2 epochs (the schedule ends there: learning rate 0), resumed with max_epochs 4 (as MONAI Label's
+    ``resume: true`` with a larger ``max_epochs``): the scheduler's length becomes 4 epochs, not the checkpoint's 2, so
+    epochs 3-4 train at the rates of a 4-epoch schedule (poly: not 0; cosine: not rising again), ending at 0."""
+
+    def run(max_epochs: int) -> list[float]:
+        weight = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.SGD([weight], lr=0.1)
+        scheduler = make(optimizer, max_epochs)
+        rates: list[float] = []
+
+        def step(engine: Engine, batch: object) -> None:
+            rates.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+
+        trainer = Engine(step)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: scheduler.step())
+        save = {"weight": torch.nn.ParameterList([weight]), "optimizer": optimizer, "lr_scheduler": scheduler}
+        ResumableCheckpoint(str(tmp_path), save).attach(trainer)
+        trainer.run([0], max_epochs=max_epochs)
+        return rates
+
+    def planned(epochs: int) -> list[float]:
+        """The rate of each epoch of an uninterrupted schedule of ``epochs`` epochs."""
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        scheduler, rates = make(optimizer, epochs), []
+        for _ in range(epochs):
+            rates.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(final_lr, abs=1e-12)
+        return rates
+
+    assert run(2) == pytest.approx(planned(2))
+    resumed = run(4)  # epochs 3 and 4 only
+    assert resumed == pytest.approx(planned(4)[2:]) and resumed[0] > 0.01

@@ -138,7 +138,8 @@ class ResumableCheckpoint:
     parameters an optimiser has stepped get the zero ``.grad`` they have in the uninterrupted run. Older checkpoints
     without these entries load, with a warning; so do checkpoints without a ``save_dict`` entry whose name starts
     with ``optional_`` (state added in a later version, e.g. the ACWE loss's running volume statistics). Under DDP
-    every rank restores rank 0's random states.
+    every rank restores rank 0's random states. A resumed run whose ``max_epochs`` differs from the checkpoint's keeps
+    its own schedule length (a scheduler's ``total_iters`` / ``T_max``, and the learning rate of that schedule).
 
     Args:
         ckpt_dir: folder of the checkpoints.
@@ -232,12 +233,14 @@ class ResumableCheckpoint:
         if _RANDOM not in missing:
             to_load[_RANDOM] = objects[_RANDOM]
         prior_max_epochs = engine.state.max_epochs  # as MONAI's CheckpointLoader: this run's max_epochs is kept
+        horizons = _horizons(objects)  # this run's schedule lengths, before the checkpoint's overwrite them
         Checkpoint.load_objects(to_load=to_load, checkpoint=checkpoint, strict=True)
         if prior_max_epochs is not None and engine.state.epoch > prior_max_epochs:
             raise ValueError(
                 f"the checkpoint {path} is at epoch {engine.state.epoch}, past this run's max_epochs {prior_max_epochs}"
             )
         engine.state.max_epochs = prior_max_epochs
+        _keep_horizons(objects, horizons)
         _restore_zero_grads(objects.values())
 
     def _remove_older_run(self) -> None:
@@ -255,6 +258,44 @@ class ResumableCheckpoint:
         done = [p for p in epoch_checkpoints(self.ckpt_dir) if checkpoint_epoch(p) <= engine.state.epoch]
         for old in done[: -self.n_saved]:
             old.unlink(missing_ok=True)
+
+
+_HORIZON_ATTRIBUTES = ("total_iters", "T_max")  # PolynomialLR, LinearLR, ConstantLR; CosineAnnealingLR
+
+
+def _horizons(objects: Mapping[str, object]) -> dict[str, tuple[str, int]]:
+    """The schedule length (attribute name, value) of each learning-rate scheduler of ``objects`` that has one."""
+    out = {}
+    for key, obj in objects.items():
+        if isinstance(obj, torch.optim.lr_scheduler.LRScheduler):
+            for name in _HORIZON_ATTRIBUTES:
+                if hasattr(obj, name):
+                    out[key] = (name, getattr(obj, name))
+                    break
+    return out
+
+
+def _keep_horizons(objects: Mapping[str, object], horizons: Mapping[str, tuple[str, int]]) -> None:
+    """A run resumed with a longer (or shorter) ``max_epochs`` than the checkpoint's keeps this run's schedule length:
+    the scheduler's state dict holds the older run's ``total_iters`` / ``T_max``, which would leave the learning rate
+    at 0 (poly, linear) or send it back up (cosine) past the older end. The length is set back to this run's, and the
+    learning rate to the schedule's closed form at the current step, as if the run had been planned this long."""
+    for key, (name, value) in horizons.items():
+        scheduler = objects[key]
+        loaded = getattr(scheduler, name)
+        if loaded == value:
+            continue
+        setattr(scheduler, name, value)
+        closed_form = getattr(scheduler, "_get_closed_form_lr", None)
+        if closed_form is not None:
+            rates = closed_form()
+            for group, lr in zip(scheduler.optimizer.param_groups, rates):
+                group["lr"] = lr
+            scheduler._last_lr = list(rates)
+        logger.info(
+            f"{key}: schedule length {name} {value} (this run's max_epochs), not the checkpoint's {loaded}; learning "
+            f"rate now {scheduler.optimizer.param_groups[0]['lr']:.3g}"
+        )
 
 
 def _restore_zero_grads(objects: Iterable[object]) -> None:
