@@ -29,8 +29,9 @@ from bundle_utils import run_workflow
 
 from common.bundle import load_workflow
 from common.classical.coarse_masks import write_coarse_masks
+from common.data import has_volumes
 from common.data.sparse_stack import sparse_stack, sparse_stack_msd
-from common.handlers.energy_restarts import EnergyRestartHandler, has_volumes
+from common.handlers.energy_restarts import EnergyRestartHandler
 from common.losses.acwe import ACWELoss
 from common.transforms import ScalePercentilesd, SliceOccupancyd
 

@@ -15,7 +15,7 @@ from .dicom import check_one_series, dicom_series, find_dicom_images, is_dicom_f
 from .hidden_truth import HiddenTruth
 from .prepare import is_prepared, labelled_split, prepare_datalists, prepare_items
 from .prepared_dataset import PlainCacheDataset, PreparedCacheDataset, plain_tensors
-from .slices import SliceSettings, load_array, write_samples
+from .slices import SliceSettings, has_volumes, load_array, write_samples
 
 __all__ = [
     "HiddenTruth",
@@ -28,6 +28,7 @@ __all__ = [
     "all_items",
     "drop_labels",
     "find_dicom_images",
+    "has_volumes",
     "is_dicom_file",
     "list_images",
     "load_array",

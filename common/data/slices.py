@@ -78,6 +78,18 @@ class SliceSettings:
         return None
 
 
+def has_volumes(items: Sequence[Mapping]) -> bool:
+    """Whether ``items`` (slice pipeline items with ``source`` and ``slice``) hold several slices of one volume."""
+    seen: dict[str, set] = {}
+    for item in items:
+        source = item.get("source")
+        if source:
+            seen.setdefault(str(source), set()).add(item.get("slice"))
+            if len(seen[str(source)]) > 1:
+                return True
+    return False
+
+
 def _loader(path: str) -> LoadImage:
     """MONAI's reader for ``path``: channel-first ``.npy`` arrays (as this pipeline writes them) or the defaults."""
     return _numpy_loader() if path.lower().endswith(".npy") else _default_loader()

@@ -54,7 +54,7 @@ def segmenter_norm(items: Sequence[Mapping], image_norm: str = "instance", volum
     (drift and noise only) from one with objects: its logits there sit around one level and about a tenth of the
     pixels cross 0.5 (issue 34, ``sparse_stack``). Batch norm keeps the intensities' scale across slices.
     """
-    from common.handlers.energy_restarts import has_volumes
+    from common.data.slices import has_volumes
 
     return volume_norm if has_volumes(items) else image_norm
 

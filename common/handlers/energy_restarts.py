@@ -26,21 +26,11 @@ from ignite.engine import Engine, Events
 from monai.data import DataLoader, Dataset
 from monai.inferers import SlidingWindowInferer
 
-__all__ = ["EnergyRestartHandler", "has_volumes", "partition_energy"]
+from common.data.slices import has_volumes
+
+__all__ = ["EnergyRestartHandler", "partition_energy"]
 
 logger = logging.getLogger(__name__)
-
-
-def has_volumes(items: Sequence[Mapping]) -> bool:
-    """Whether ``items`` (slice pipeline items with ``source`` and ``slice``) hold several slices of one volume."""
-    seen: dict[str, set] = {}
-    for item in items:
-        source = item.get("source")
-        if source:
-            seen.setdefault(str(source), set()).add(item.get("slice"))
-            if len(seen[str(source)]) > 1:
-                return True
-    return False
 
 
 def partition_energy(sums: np.ndarray, nu: float, lambda1: float = 1.0, lambda2: float = 1.0) -> float:
