@@ -258,3 +258,37 @@ def test_new_run_overrides_turn_resume_off_and_fit_the_unlabelled_batch(tmp_path
         "8": {"resume": False},
         "20": {"resume": False},
     }, out
+
+
+MULTI_GPU_SCRIPT = """
+import json, os, sys
+from lib.train import LabelEfficientTrainTask, TrainingFailed
+
+task = LabelEfficientTrainTask(sys.argv[1], {})
+task.run_multi_gpu({}, [sys.executable, "-c", "print('all ranks fine')"], os.environ)
+try:
+    task.run_multi_gpu({}, [sys.executable, "-c", "import sys; print('rank 1: CUDA out of memory'); sys.exit(3)"],
+                       os.environ)
+except TrainingFailed as error:
+    print(json.dumps({"failed": str(error)}))
+else:
+    print(json.dumps({"failed": None}))
+"""
+
+
+def test_multi_gpu_training_that_fails_is_reported(tmp_path: Path):
+    """MONAI Label's ``BundleTrainTask`` only logs ``torchrun``'s return code; the app's task raises with it and the
+    last lines of the output (commands stand in for torchrun: no GPU here)."""
+    if not SERVER_PYTHON.is_file():
+        pytest.fail(f"no MONAI Label environment at {SERVER_PYTHON}; make it with:\n{SETUP_HINT}", pytrace=False)
+    prepare_app_root(tmp_path, ["supervised_seg"])
+    app = tmp_path / "monailabel_app"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(app), str(REPO)]), "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(
+        [str(SERVER_PYTHON), "-c", MULTI_GPU_SCRIPT, str(tmp_path / "bundles" / "supervised_seg")],
+        cwd=app, env=env, capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "all ranks fine" in result.stdout
+    failed = json.loads(result.stdout.strip().splitlines()[-1])["failed"]
+    assert failed is not None and "torchrun return code 3" in failed and "CUDA out of memory" in failed, failed

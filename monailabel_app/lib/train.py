@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import subprocess
+from collections import deque
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lib.request_checks import RequestRejected, check_config_value
@@ -51,7 +53,8 @@ def build_datalist(
 
 
 class TrainingFailed(RuntimeError):
-    """A training through the app that raised; its message is the innermost cause (see ``run_single_gpu``)."""
+    """A training through the app that raised (its message is the innermost cause, see ``run_single_gpu``), or a
+    multi-GPU training whose ``torchrun`` failed (its return code and last lines, see ``run_multi_gpu``)."""
 
 
 class LabelEfficientTrainTask(BundleTrainTask):
@@ -98,6 +101,29 @@ class LabelEfficientTrainTask(BundleTrainTask):
             raise TrainingFailed(
                 f"{os.path.basename(self.bundle_path)}: training failed: {type(cause).__name__}: {cause}"
             ) from None
+
+    def run_multi_gpu(self, request: dict, cmd: Sequence[str], env: Mapping[str, str]) -> None:
+        """MONAI Label's ``torchrun`` training, its output streamed to the log as there, but failing when ``torchrun``
+        fails: MONAI Label's ``BundleTrainTask`` logs the return code and reports the training finished, so a
+        multi-GPU run that crashed (out of memory, a data error on one rank) looked like a success over HTTP."""
+        logger.info(f"RUNNING COMMAND:: {list(cmd)}")
+        last: deque[str] = deque(maxlen=10)
+        with subprocess.Popen(
+            list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(env)
+        ) as process:
+            assert process.stdout is not None
+            for line in process.stdout:
+                line = line.rstrip()
+                if line:
+                    print(line, flush=True)
+                    last.append(line)
+        logger.info(f"Return code: {process.returncode}")
+        if process.returncode != 0:
+            lines = "\n".join(last)
+            raise TrainingFailed(
+                f"{os.path.basename(self.bundle_path)}: multi-GPU training failed (torchrun return code "
+                f"{process.returncode}); its last lines:\n{lines}"
+            )
 
     def unlabelled_items(self) -> list[dict]:
         """``{"image": path}`` for every image of the datastore without a final label, sorted by image id."""
