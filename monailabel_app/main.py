@@ -12,8 +12,9 @@ Settings (``--conf key value``):
   training writes ``models/model.pt`` into the served bundle and the next inference uses it;
 - ``skip_trainers``: ``true`` serves inference only;
 - ``dicom_series``: ``false`` leaves DICOM series under ``--studies`` alone; by default each series folder is served
-  as one image, converted once at start to ``<studies>/<id>.nii.gz`` with the series' geometry
-  (``lib/dicom_studies.py``), so its masks are stored in that geometry;
+  as one image, converted once to ``<studies>/<id>.nii.gz`` with the series' geometry (``lib/dicom_studies.py``),
+  so its masks are stored in that geometry: at start, and for series added later before each next-sample, train,
+  batch-infer and scoring request;
 - ``epistemic_model``: a served bundle whose network takes ``dropout`` (the U-Net bundles): MC-dropout scoring of the
   unlabelled images (``POST /scoring/epistemic``) and the strategy ``epistemic``, most uncertain image first
   (``lib/scoring.py``; ``epistemic_dropout`` 0.2, ``epistemic_simulation_size`` 5, ``epistemic_max_samples`` 0: all).
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 import monailabel
 from lib.bundles import bundle_folders
@@ -119,6 +121,20 @@ class LabelEfficientApp(MONAILabelApp):
             if reason:
                 raise RequestRejected(reason, status_code=409)
 
+    _dicom_lock = threading.Lock()  # one conversion at a time in this process (requests run in threads)
+
+    def sync_dicom_series(self) -> None:
+        """Serve the DICOM series under ``--studies`` as images (``lib/dicom_studies.py``; off with ``--conf
+        dicom_series false``): convert the new or changed ones (the manifest skips the others) and refresh the
+        datastore when one was written. At start and before each request that lists the datastore's images, so a
+        series copied in while the server runs is served without a restart."""
+        datastore = self.datastore()
+        if not isinstance(datastore, LocalDatastore) or not strtobool(self.conf.get("dicom_series", "true")):
+            return
+        with self._dicom_lock:
+            if convert_series(self.studies, labels_dir=datastore._datastore.labels_dir):
+                datastore.refresh()
+
     def infer(self, request: dict, datastore: Datastore | None = None) -> dict:
         self.check_request("infer", request)
         if request.get("model") not in self._infers:
@@ -127,22 +143,26 @@ class LabelEfficientApp(MONAILabelApp):
 
     def batch_infer(self, request: dict, datastore: Datastore | None = None) -> dict:
         self.check_request("batch_infer", request)
+        self.sync_dicom_series()
         if request.get("model") not in self._infers:
             self._add_trained_infers(self._infers)
         return super().batch_infer(request, datastore)
 
     def train(self, request: dict) -> dict:
         self.check_request("train", request)
+        self.sync_dicom_series()
         return super().train(request)
 
     def scoring(self, request: dict, datastore: Datastore | None = None) -> dict:
         self.check_request("scoring", request)
+        self.sync_dicom_series()
         return super().scoring(request, datastore)
 
     def next_sample(self, request: dict) -> dict:
         """MONAI Label's next sample; when the strategy refuses because images are not scored yet (``epistemic``,
         HTTP 409), the automatic rescoring (``MONAI_LABEL_AUTO_UPDATE_SCORING``) is started before the refusal is
         answered, so that a later request is served."""
+        self.sync_dicom_series()
         try:
             return super().next_sample(request)
         except RequestRejected:
@@ -166,12 +186,9 @@ class LabelEfficientApp(MONAILabelApp):
         return result.get(method, {}) if method else result
 
     def on_init_complete(self) -> None:
-        """At server start: serve the DICOM series under ``--studies`` as images (``lib/dicom_studies.py``; off with
-        ``--conf dicom_series false``), then MONAI Label's own start (automatic scoring, session cleanup)."""
-        datastore = self.datastore()
-        if isinstance(datastore, LocalDatastore) and strtobool(self.conf.get("dicom_series", "true")):
-            if convert_series(self.studies, labels_dir=datastore._datastore.labels_dir):
-                datastore.refresh()
+        """At server start: serve the DICOM series under ``--studies`` as images (:meth:`sync_dicom_series`), then
+        MONAI Label's own start (automatic scoring, session cleanup)."""
+        self.sync_dicom_series()
         super().on_init_complete()
 
     def init_trainers(self) -> dict[str, TrainTask]:

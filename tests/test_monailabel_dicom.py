@@ -7,7 +7,7 @@ origin away from 0), lies in ``studies/patient1/ct/``. Checked:
   series' size, spacing, origin and direction, and a second call rewrites nothing;
 - on a real server (the harness of common/monailabel_harness.py, monailabel 0.8.5): the datastore lists the series
   as image ``patient1_ct``, and batch pre-annotation stores its mask as that image's label with the series' size,
-  spacing and origin.
+  spacing and origin; a second series copied in while the server runs is served at the next batch inference.
 """
 
 from __future__ import annotations
@@ -131,3 +131,19 @@ def test_series_is_an_image_and_its_mask_has_the_series_geometry(dicom_server):
     assert_same_geometry(mask, series, "stored mask")
     values = set(np.unique(sitk.GetArrayFromImage(mask)).tolist())
     assert values <= {0, 1, 2}, values
+
+
+def test_series_added_while_the_server_runs_is_served(dicom_server):
+    """A series copied under ``--studies`` after the start is converted before the next batch inference (also next
+    sample, train, scoring): no restart."""
+    server, _ = dicom_server
+    added = write_series(server.studies / "patient2" / "mr")
+    assert "patient2_mr" not in server.get("/datastore/", output="all")["objects"]
+    params = {"device": "cpu", "multi_gpu": False, "label_tag": "original", "max_workers": 1}
+    query = {"images": "unlabeled", "run_sync": "true"}
+    content, _ = server.request("POST", f"/batch/infer/{BUNDLE}", query=query, body=params)
+    assert "patient2_mr" in json.loads(content), content[:2000] + server.log_tail()
+    assert "patient2_mr" in server.get("/datastore/", output="all")["objects"]
+    labels = sorted((server.studies / "labels" / "original").glob("patient2_mr.*"))
+    assert len(labels) == 1, labels
+    assert_same_geometry(sitk.ReadImage(str(labels[0])), added, "mask of the added series")
