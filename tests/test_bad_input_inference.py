@@ -131,3 +131,17 @@ def test_constant_images_give_finite_input_and_a_mask(ckpt_dir: Path, tmp_path: 
     for name, shape in (("zeros", (16, 16, 3)), ("flat", (16, 16))):
         mask = np.asarray(nib.load(tmp_path / "out" / f"{name}_seg.nii.gz").dataobj)
         assert mask.shape == shape and set(np.unique(mask).tolist()) <= {0, 1}
+
+
+def test_two_inputs_that_would_write_one_mask_stop_naming_both(ckpt_dir: Path, tmp_path: Path):
+    """``scan.png`` and ``scan.nii.gz`` in one folder would both write ``scan_seg.nii.gz``: an error naming both
+    instead of one mask silently replacing the other."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    image = (np.random.default_rng(0).random((16, 16)) * 255).astype(np.uint8)
+    Image.fromarray(image).save(inputs / "scan.png")
+    nib.save(nib.Nifti1Image(image.astype(np.float32)[..., None], np.eye(4)), inputs / "scan.nii.gz")
+    with pytest.raises(Exception) as error:
+        _infer(inputs, tmp_path / "out", ckpt_dir)
+    message = _chain(error.value)
+    assert "scan.png" in message and "scan.nii.gz" in message and "would both write the mask" in message, message

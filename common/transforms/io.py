@@ -41,10 +41,15 @@ def mirrored_output_name(metadict: dict | None, saver: Transform) -> dict:
     one mask), and puts the mask of an input outside ``data_root_dir`` (or of the root folder itself, a single
     series) above the output folder. Here the input's path relative to the resolved root is re-rooted on the
     root as given; an input that is the root or lies outside it is written directly in the output folder. With no
-    ``data_root_dir`` the output names are MONAI's, series folders kept whole.
+    ``data_root_dir`` the output names are MONAI's, series folders kept whole. Two inputs of one saver that would
+    write the same mask (``scan.png`` and ``scan.nii.gz`` in one folder) are an error naming both, not a mask
+    silently overwritten.
 
     Returns:
         keyword arguments of ``FolderLayout.filename``: ``{"subject": ..., "idx": ...}``.
+
+    Raises:
+        ValueError: the mask of this input would replace the one written for another input in this run.
     """
     names = default_name_formatter(metadict or {}, saver)
     path = str(names["subject"])
@@ -63,4 +68,15 @@ def mirrored_output_name(metadict: dict | None, saver: Transform) -> dict:
         subject = path
     if os.path.isdir(path):
         subject = subject.rstrip(os.sep) + SERIES_NAME_GUARD
-    return {**names, "subject": subject}
+    names = {**names, "subject": subject}
+    layout = getattr(saver, "folder_layout", None)
+    if hasattr(layout, "filename"):
+        output = os.path.abspath(layout.filename(**names))
+        inputs = saver.__dict__.setdefault("_mask_inputs", {})  # output path -> the input that wrote it, this run
+        earlier = inputs.setdefault(output, os.path.abspath(path))
+        if earlier != os.path.abspath(path):
+            raise ValueError(
+                f"{path} and {earlier} would both write the mask {output} (the same name without their suffixes); "
+                "rename one of them or segment them in separate runs."
+            )
+    return names
