@@ -84,7 +84,7 @@ def run_case(bundle: str, tmp: Path, port: int | None = None, timeout: float = 6
     """
     overrides = {"output_dir": str(tmp / "outputs"), "ckpt_dir": str(tmp / "models"), **OVERRIDES[bundle]}
     if bundle == "translation_semi_seg":
-        overrides["dataset_dir"] = str(write_small_mnist(tmp / "mnist", num_train=200, num_test=20))
+        overrides["mnist_source"] = str(write_small_mnist(tmp / "mnist", num_train=200, num_test=20))
     result = torchrun(
         bundle,
         ["train.json", "multi_gpu_train.json"],
