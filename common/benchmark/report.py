@@ -354,12 +354,14 @@ def _method_cells(comparisons: Sequence[Comparison], arm: str) -> list[str]:
 
 
 def _label_free_cells(comparisons: Sequence[Comparison], arm: str) -> list[str]:
-    """``"vs otsu: better*"`` per comparison of a label-free arm."""
+    """``"vs otsu: better*"`` per comparison of a label-free arm (or a control); ``"12: vs unet: better*"`` where the
+    arm has rows at several labelled amounts."""
+    mine = [c for c in comparisons if c.arm == arm]
+    several = len({c.labelled for c in mine}) > 1
     cells = []
-    for c in comparisons:
-        if c.arm == arm:
-            other = c.other if c.other_labelled == c.labelled else f"{c.other}@{c.other_labelled}"
-            cells.append(f"vs {other}: {_short_reading(c)}")
+    for c in mine:
+        other = c.other if c.other_labelled == c.labelled else f"{c.other}@{c.other_labelled}"
+        cells.append(f"{f'{c.labelled}: ' if several else ''}vs {other}: {_short_reading(c)}")
     return cells
 
 
